@@ -67,7 +67,7 @@ def decode(data: bytes) -> Program:
             use_list=True,
         )
     except Exception as exc:  # msgpack raises many types; one error leaves here
-        raise DecodeError(f"not a msgpack document: {exc or type(exc).__name__}") from None
+        raise DecodeError(f"not a msgpack document: {str(exc) or type(exc).__name__}") from None
 
     doc = _expect(doc, dict, "program")
     if doc.get("magic") != MAGIC:
