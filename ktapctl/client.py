@@ -1,0 +1,580 @@
+"""The trio client: talk to ktapd over its Unix socket, stream a session's output.
+
+This is the I/O shell around protocol.connection.Connection (sans-IO): it
+connects, says hello, sends ``run`` (or ``attach``, or a one-shot request
+such as ``list``), and turns what comes back into output through
+ktapctl/render.py.  It owns the things only the client can do:
+
+* Ctrl-C: the first one sends ``exit`` (``detach`` when attached to
+  someone's session) and keeps reading until ``ended``, so trace_end's
+  output arrives; a second one stops at once (exit status 130).
+* ``-- cmd``: the workload is forked *before* trio starts, as the calling
+  user, and waits on a pipe; it is released (exec) when ``started`` says
+  the probes are on, reaped as soon as it exits (a zombie would look alive
+  to the daemon), and terminated if the session ends first (as bpftrace
+  does with ``-c``).
+* Embedded mode: when no daemon answers at the default socket, root (or
+  anyone, for a script with no trace/tick/profile probe, which needs no
+  privilege) gets an in-process daemon from ``ktapd.embedded`` on a
+  private socket, used through exactly the same code.  A socket the user
+  named (``--socket``, ``$KTAP_SOCKET``) never falls back: they asked for
+  that daemon.
+
+This module must not compile scripts (ktapctl/cli.py hands it a Program),
+format records itself, or import ktapd anywhere but ``_embedded_daemon``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from ktapctl import __version__
+from ktapctl.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PROG,
+    Options,
+    script_name,
+)
+from ktapctl.render import STDERR, render_json, render_text, stream_of
+from protocol import messages as msg
+from protocol import records
+from protocol.bytecode.encoding import encode
+from protocol.bytecode.program import PROBE_PROFILE, PROBE_TICK, PROBE_TRACE, Program
+from protocol.connection import (
+    CLIENT,
+    CLOSED_BY_PEER,
+    NEED_DATA,
+    Connection,
+    ProtocolError,
+)
+
+TRACING_NOTICE = "Tracing... Hit Ctrl-C to end."
+RECEIVE_SIZE = 256 * 1024
+# Probe kinds that need the daemon's privileges; a program without them
+# may run in an embedded daemon for any user.
+PRIVILEGED_PROBE_KINDS = (PROBE_TRACE, PROBE_TICK, PROBE_PROFILE)
+# Requests worth an embedded daemon when none runs (root only): listing
+# what the kernel and a binary offer.  list/attach/kill need a real one.
+EMBEDDABLE_REQUESTS = ("events", "functions", "markers", "status")
+WORKLOAD_GRACE_S = 1.0  # SIGTERM -> SIGKILL for a workload outliving its session
+
+
+class ClientError(Exception):
+    """Something that ends this ktapctl with a message on stderr."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DaemonUnreachable(ClientError):
+    """Nothing answers at the socket (nothing was sent yet, so falling back
+    to an embedded daemon is safe)."""
+
+
+# --- one connection -------------------------------------------------------------
+
+
+class Channel:
+    """A greeted connection to ktapd: send messages, receive messages."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = Connection(CLIENT)
+        self.server = ""
+
+    @classmethod
+    async def open(cls, path: str) -> Channel:
+        try:
+            stream = await trio.open_unix_socket(path)
+        except FileNotFoundError:
+            raise DaemonUnreachable(f"no ktapd socket at {path}") from None
+        except ConnectionRefusedError:
+            raise DaemonUnreachable(f"ktapd is not running (nothing listens at {path})") from None
+        except PermissionError:
+            raise ClientError(
+                f"permission denied on {path}: ask to be added to the ktap group"
+            ) from None
+        except OSError as exc:
+            raise DaemonUnreachable(f"cannot connect to {path}: {exc.strerror}") from None
+        channel = cls(stream)
+        await channel.send(msg.Hello(client=f"{PROG} {__version__}"))
+        reply = await channel.receive()
+        if isinstance(reply, msg.ErrorMessage):
+            raise ClientError(f"ktapd refused the connection: {reply.message}")
+        channel.server = reply.server
+        return channel
+
+    async def send(self, message: msg.Message) -> None:
+        try:
+            await self.stream.send_all(self.conn.send(message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise ClientError("lost the connection to ktapd") from None
+
+    async def receive(self) -> msg.Message:
+        try:
+            while True:
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    self.conn.receive_data(data)
+                    continue
+                if event is CLOSED_BY_PEER:
+                    raise ClientError("ktapd closed the connection")
+                if isinstance(event, msg.ErrorMessage) and event.fatal:
+                    raise ClientError(f"ktapd: {event.message}")
+                return event
+        except ProtocolError as exc:
+            raise ClientError(f"protocol error talking to ktapd: {exc}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise ClientError("lost the connection to ktapd") from None
+
+    async def request(self, message: msg.Message) -> object:
+        """A one-shot request; its reply's data, or ClientError when refused."""
+        await self.send(message)
+        while True:
+            answer = await self.receive()
+            if isinstance(answer, msg.Reply):
+                return answer.data
+            if isinstance(answer, msg.ErrorMessage):
+                raise ClientError(answer.message)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()
+
+
+# --- where output goes ------------------------------------------------------------
+
+
+class Sink:
+    """Writes records as text (stdout or -o, lost notes to stderr) or JSON lines."""
+
+    def __init__(self, out, json_lines: bool, err=None) -> None:
+        self.out = out
+        self.err = err if err is not None else sys.stderr
+        self.json_lines = json_lines
+
+    def record(self, record: records.Record) -> None:
+        if self.json_lines:
+            self.out.write(render_json(record) + "\n")
+        elif stream_of(record) == STDERR:
+            self.err.write(render_text(record))
+            self.err.flush()
+        else:
+            self.out.write(render_text(record))
+
+    def event(self, doc: dict) -> None:
+        """Session events (started, ended) as JSON lines; nothing in text mode."""
+        if self.json_lines:
+            self.out.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def open_output(opts: Options):
+    """stdout, or the -o file (created or truncated, mode 0600 as in ktap)."""
+    if not opts.output:
+        with contextlib.suppress(AttributeError, ValueError):
+            sys.stdout.reconfigure(errors="backslashreplace")
+        return sys.stdout
+    try:
+        fd = os.open(opts.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ClientError(f"cannot open {opts.output}: {exc.strerror}") from None
+    return os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+
+
+# --- the workload of `-- cmd` -----------------------------------------------------
+
+
+class Workload:
+    """``cmd`` forked now, held on a pipe until ``release``; reaped by ``wait``."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.status: int | None = None  # wait status once reaped
+        self.released = False
+        read_end, self._go = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: wait for the go byte, then exec
+            _workload_child(read_end, self._go, command)
+        os.close(read_end)
+
+    def release(self) -> None:
+        if not self.released and self._go >= 0:
+            self.released = True
+            with contextlib.suppress(OSError):
+                os.write(self._go, b"g")
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._go >= 0:
+            os.close(self._go)
+            self._go = -1
+
+    async def wait(self) -> None:
+        """Reap the workload as soon as it exits (pidfd: no polling)."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            pidfd = -1
+        try:
+            while self.status is None:
+                if pidfd >= 0:
+                    await trio.lowlevel.wait_readable(pidfd)
+                else:
+                    await trio.sleep(0.05)
+                self.poll()
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def poll(self) -> bool:
+        """Reap if it has exited; True when it has."""
+        if self.status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.status = status
+        return self.status is not None
+
+    def finish(self) -> None:
+        """After the session: a workload never released exits on the closed
+        pipe; one still running is terminated, then killed."""
+        self._close_pipe()
+        if self.poll():
+            return
+        if self.released:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + WORKLOAD_GRACE_S
+        while time.monotonic() < deadline:
+            if self.poll():
+                return
+            time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.status = self.status if self.status is not None else -1
+
+
+def _workload_child(read_end: int, go: int, command: list[str]) -> None:
+    """Runs in the forked child; never returns."""
+    try:
+        os.close(go)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if os.read(read_end, 1) != b"g":
+            os._exit(127)  # the client gave up before the probes were on
+        os.close(read_end)
+        os.execvp(command[0], command)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, f"{PROG}: cannot run {command[0]}: {exc.strerror}\n".encode())
+    except BaseException:
+        pass
+    os._exit(127)
+
+
+# --- a session on one connection ----------------------------------------------------
+
+
+@dataclass
+class SessionState:
+    session: int | None = None
+    started: bool = False
+    interrupts: int = 0
+    status: int | None = None
+    error: ClientError | None = None
+
+
+async def stream_session(
+    channel: Channel,
+    first: msg.Message,
+    opts: Options,
+    sink: Sink,
+    workload: Workload | None = None,
+    on_interrupt: msg.Message | None = None,
+) -> int:
+    """Send ``first`` (run or attach) and relay the session until it ends.
+
+    Ctrl-C sends ``on_interrupt`` (exit by default) once, then a second
+    Ctrl-C returns EXIT_INTERRUPTED without waiting."""
+    state = SessionState()
+    interrupt_message = on_interrupt if on_interrupt is not None else msg.Exit()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_interrupts, channel, state, interrupt_message, nursery)
+        if workload is not None:
+            nursery.start_soon(workload.wait)
+        try:
+            await channel.send(first)
+            state.status = await _relay(channel, opts, sink, workload, state)
+        except ClientError as exc:
+            # Raised outside the nursery, so callers see a ClientError and
+            # not an exception group.
+            state.error = exc
+        finally:
+            sink.flush()
+        nursery.cancel_scope.cancel()
+    if state.error is not None:
+        raise state.error
+    if state.status is None:  # cancelled by a second Ctrl-C
+        return EXIT_INTERRUPTED
+    return state.status
+
+
+async def _watch_interrupts(channel, state, message, nursery, task_status=trio.TASK_STATUS_IGNORED):
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            state.interrupts += 1
+            if state.interrupts == 1:
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")  # after the terminal's ^C, as ktap did
+                # A failed send shows up as a failed receive in _relay.
+                with contextlib.suppress(ClientError):
+                    await channel.send(message)
+            else:
+                nursery.cancel_scope.cancel()
+                return
+
+
+async def _relay(channel: Channel, opts: Options, sink: Sink, workload, state) -> int:
+    while True:
+        message = await channel.receive()
+        if isinstance(message, msg.Output):
+            for record in message.records:
+                sink.record(record)
+            sink.flush()
+        elif isinstance(message, msg.Started):
+            state.session, state.started = message.session, True
+            if workload is not None:
+                workload.release()
+            sink.event({"type": "started", "session": message.session, "probes": message.probes})
+            if not opts.quiet and not opts.json:
+                sink.record(records.Notice(TRACING_NOTICE))
+            sink.flush()
+            if opts.verbose:
+                _say(f"session {message.session} started, {message.probes} probes on")
+        elif isinstance(message, msg.Lost):
+            sink.record(records.Lost(message.reason, message.count))
+        elif isinstance(message, msg.Ended):
+            sink.event(
+                {"type": "ended", "session": message.session, "ok": message.ok, "reason": message.reason}
+            )
+            if not message.ok and message.reason != "error":
+                _say(f"session ended: {message.reason}")
+            elif opts.verbose:
+                _say(f"session {message.session} ended: {message.reason}")
+            return EXIT_OK if message.ok else EXIT_FAILED
+        elif isinstance(message, msg.Detached):
+            if state.interrupts == 0:  # run --detach: the id is the output
+                sink.out.write(f"{message.session}\n")
+            elif opts.verbose:
+                _say(f"detached from session {message.session}; it keeps running")
+            return EXIT_OK
+        elif isinstance(message, msg.ErrorMessage):
+            if message.of in ("run", "attach"):
+                raise ClientError(message.message)
+            _say(message.message)
+        # Replies to nothing we asked for are ignored.
+
+
+def run_message(program: Program, opts: Options, workload: Workload | None) -> msg.Run:
+    """The `run` request: the ktap_option_t fields, argv as strings (the VM
+    turns base-10 integers into numbers)."""
+    return msg.Run(
+        program=encode(program),
+        argv=(script_name(opts), *opts.script_args),
+        verbose=opts.verbose,
+        trace_pid=workload.pid if workload is not None else opts.trace_pid,
+        workload=workload is not None,
+        trace_cpu=opts.trace_cpu,
+        print_timestamp=opts.timestamps,
+        quiet=opts.quiet,
+        dry_run=opts.dry_run,
+        detach=opts.detach,
+    )
+
+
+# --- entry points (called by ktapctl/cli.py) ----------------------------------------
+
+
+def run_program(program: Program, opts: Options) -> int:
+    """Run ``program`` as a session and stream its output; the exit status."""
+    privileged = any(p.kind in PRIVILEGED_PROBE_KINDS for p in program.probes)
+    sink_out = None
+    workload = None
+    try:
+        sink_out = open_output(opts)
+        sink = Sink(sink_out, opts.json)
+        workload = Workload(opts.command) if opts.command else None
+        first = run_message(program, opts, workload)
+
+        async def session(path: str) -> int:
+            channel = await Channel.open(path)
+            try:
+                return await stream_session(channel, first, opts, sink, workload)
+            finally:
+                await channel.aclose()
+
+        embeddable = os.geteuid() == 0 or not privileged
+        return _with_daemon(opts, session, embeddable)
+    except ClientError as exc:
+        _say(str(exc))
+        return exc.status
+    finally:
+        if workload is not None:
+            workload.finish()
+        if sink_out is not None and sink_out is not sys.stdout:
+            sink_out.close()
+
+
+def run_request(opts: Options) -> int:
+    """list, status, attach, kill, -le, -lf, -lm."""
+    try:
+        if opts.action == "attach":
+            sink_out = open_output(opts)
+            sink = Sink(sink_out, opts.json)
+
+            async def attach(path: str) -> int:
+                channel = await Channel.open(path)
+                try:
+                    return await stream_session(
+                        channel, msg.Attach(opts.session), opts, sink, on_interrupt=msg.Detach()
+                    )
+                finally:
+                    await channel.aclose()
+
+            return _with_daemon(opts, attach, embeddable=False)
+        message = _REQUESTS[opts.action](opts)
+
+        async def ask(path: str) -> int:
+            channel = await Channel.open(path)
+            try:
+                data = await channel.request(message)
+            finally:
+                await channel.aclose()
+            _print_reply(opts, data)
+            return EXIT_OK
+
+        embeddable = os.geteuid() == 0 and opts.action in EMBEDDABLE_REQUESTS
+        return _with_daemon(opts, ask, embeddable)
+    except ClientError as exc:
+        _say(str(exc))
+        return exc.status
+
+
+_REQUESTS: dict[str, Callable[[Options], msg.Message]] = {
+    "list": lambda o: msg.ListSessions(),
+    "status": lambda o: msg.Status(),
+    "kill": lambda o: msg.Kill(o.session),
+    "events": lambda o: msg.ListEvents(o.glob),
+    "functions": lambda o: msg.ListSymbols(os.path.abspath(o.script), "functions"),
+    "markers": lambda o: msg.ListSymbols(os.path.abspath(o.script), "markers"),
+}
+
+
+def _with_daemon(opts: Options, body: Callable[[str], object], embeddable: bool) -> int:
+    """trio.run(body, socket) against the daemon at the socket, or an
+    embedded one (see the module docstring for when)."""
+    if opts.embedded:
+        return _embedded_daemon(body)
+    try:
+        return trio.run(body, opts.socket_path)
+    except DaemonUnreachable as exc:
+        if opts.socket_was_chosen or not embeddable:
+            hint = "" if opts.socket_was_chosen else " (is the ktapd service running?)"
+            raise ClientError(f"{exc}{hint}") from None
+        if opts.verbose:
+            _say(f"{exc}; starting an embedded daemon")
+        return _embedded_daemon(body)
+
+
+def _embedded_daemon(body: Callable[[str], object]) -> int:
+    from ktapd import embedded  # the one ktapctl -> ktapd import (DESIGN.md)
+
+    with embedded.serve() as path:
+        return trio.run(body, path)
+
+
+# --- printing replies -------------------------------------------------------------------
+
+
+def _print_reply(opts: Options, data: object) -> None:
+    out = sys.stdout
+    if opts.json:
+        out.write(json.dumps(data, default=_json_default, separators=(",", ":")) + "\n")
+    elif opts.action == "kill":
+        if opts.verbose:
+            _say(f"session {opts.session} stopped")
+    elif opts.action == "list":
+        out.write(format_sessions(data))
+    elif isinstance(data, list):  # events, symbols: one name a line, as ktap printed them
+        out.write("".join(f"{item}\n" for item in data))
+    elif isinstance(data, dict):
+        out.write("".join(f"{key}: {value}\n" for key, value in _flatten(data)))
+    elif data is not None:
+        out.write(f"{data}\n")
+    out.flush()
+
+
+def format_sessions(data: object) -> str:
+    """The `list` reply as a table: one row a session, one column a field,
+    in the order the daemon sent them."""
+    if not data:
+        return "no sessions\n"
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        return f"{data}\n"
+    columns: list[str] = []
+    for row in data:
+        columns.extend(key for key in row if key not in columns)
+    cells = [[_cell(row.get(col)) for col in columns] for row in data]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    lines = [columns, *cells]
+    return "".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip() + "\n"
+        for line in lines
+    )
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _flatten(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", _cell(value)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
