@@ -375,7 +375,12 @@ async def _relay(channel: Channel, opts: Options, sink: Sink, workload, state) -
             sink.record(records.Lost(message.reason, message.count))
         elif isinstance(message, msg.Ended):
             sink.event(
-                {"type": "ended", "session": message.session, "ok": message.ok, "reason": message.reason}
+                {
+                    "type": "ended",
+                    "session": message.session,
+                    "ok": message.ok,
+                    "reason": message.reason,
+                }
             )
             if not message.ok and message.reason != "error":
                 _say(f"session ended: {message.reason}")
@@ -525,13 +530,27 @@ def _print_reply(opts: Options, data: object) -> None:
             _say(f"session {opts.session} stopped")
     elif opts.action == "list":
         out.write(format_sessions(data))
-    elif isinstance(data, list):  # events, symbols: one name a line, as ktap printed them
+    elif opts.action in SYMBOL_PREFIXES and isinstance(data, list):
+        out.write("".join(symbol_line(opts.action, opts.script, str(s)) + "\n" for s in data))
+    elif isinstance(data, list):  # events: one name a line, as ktap printed them
         out.write("".join(f"{item}\n" for item in data))
     elif isinstance(data, dict):
         out.write("".join(f"{key}: {value}\n" for key, value in _flatten(data)))
     elif data is not None:
         out.write(f"{data}\n")
     out.flush()
+
+
+# -lf / -lm print each symbol as the event spec that probes it, as ktap did.
+SYMBOL_PREFIXES = {"functions": "probe", "markers": "sdt"}
+
+
+def symbol_line(action: str, dso: str, symbol: str) -> str:
+    """``probe:DSO:sym`` for a function; ``sdt:DSO:name`` for a marker (the
+    daemon names markers ``provider:name``; the spec takes the name)."""
+    if action == "markers":
+        symbol = symbol.rpartition(":")[2]
+    return f"{SYMBOL_PREFIXES[action]}:{dso}:{symbol}"
 
 
 def format_sessions(data: object) -> str:
@@ -548,7 +567,8 @@ def format_sessions(data: object) -> str:
     widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
     lines = [columns, *cells]
     return "".join(
-        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip() + "\n"
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        + "\n"
         for line in lines
     )
 
