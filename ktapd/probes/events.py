@@ -1,0 +1,237 @@
+"""What an opened event is (EventDesc, plain data) and what a fired one is (Event).
+
+``EventDesc`` is made by the privileged side for every perf event it
+opens and travels to the worker as a msgpack-able dict: a caller's tag
+(the daemon puts the probe's index in the program there), the kind, the
+name scripts see as ``probename``, the ``subsys:name`` spec and the
+tracepoint layout.  The worker needs nothing else to decode samples.
+
+``Event`` is one decoded sample, handed to the VM.  It matches the VM's
+event-context protocol structurally (probename, pid, tid, cpu, time_ns,
+uid, execname, argstr, arg(), field(), kernel_stack(), user_stack(),
+read_user_string()).  It is built on the hot path, so construction only
+stores references; every field, the comm, the uid and the argstr are
+worked out when asked.
+
+``pid`` is the process id (tgid) and ``tid`` the thread id, as perf
+reports them; the VM decides which one a script's ``pid`` shows.
+
+This module must not open events or touch tracefs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ktapd.probes import _perf_abi as abi
+from ktapd.probes import argstr as _argstr
+from ktapd.probes import symbols
+from ktapd.probes.formats import Decoder, EventLayout
+
+KIND_TRACEPOINT = "tracepoint"
+KIND_UPROBE = "uprobe"
+KIND_KPROBE = "kprobe"
+KIND_SDT = "sdt"
+KIND_FTRACE = "ftrace"
+KIND_TICK = "tick"
+KIND_PROFILE = "profile"
+TIMER_KINDS = (KIND_TICK, KIND_PROFILE)
+
+
+@dataclass(frozen=True)
+class EventDesc:
+    tag: int  # chosen by the caller, returned untouched on every Event (the probe index)
+    kind: str  # KIND_*
+    probename: str  # "sys_enter_openat", the uprobe symbol, "tick-100ms"
+    spec: str  # "syscalls:sys_enter_openat", "ktapd_1:main", "cpu-clock"
+    layout: EventLayout | None = None  # raw record layout; None for timers
+    callchain: bool = False  # samples carry a call chain (stack()/ustack() asked for)
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return self.layout.arg_names if self.layout else ()
+
+    def to_wire(self) -> dict:
+        return {"tag": self.tag, "kind": self.kind, "probename": self.probename,
+                "spec": self.spec, "callchain": self.callchain,
+                "layout": self.layout.to_wire() if self.layout else None}
+
+    @classmethod
+    def from_wire(cls, doc: dict) -> EventDesc:
+        layout = EventLayout.from_wire(doc["layout"]) if doc.get("layout") else None
+        return cls(int(doc["tag"]), str(doc["kind"]), str(doc["probename"]), str(doc["spec"]),
+                   layout, bool(doc.get("callchain", False)))
+
+
+class Target:
+    """Worker-side companion of one EventDesc: its decoder and argstr renderer."""
+
+    __slots__ = ("desc", "tag", "probename", "decoder", "render", "raw", "callchain",
+                 "countable")
+
+    def __init__(self, desc: EventDesc):
+        self.desc = desc
+        self.tag = desc.tag
+        self.probename = desc.probename
+        self.decoder = Decoder(desc.layout) if desc.layout else None
+        self.render = _argstr.renderer(desc.layout) if desc.layout else None
+        self.raw = desc.layout is not None
+        self.callchain = desc.callchain
+        # Tracepoint-like events count one per hit, so their fd's count is
+        # the exact number of samples the kernel tried to write.
+        self.countable = desc.kind not in TIMER_KINDS
+
+
+class TaskCache:
+    """Per-tid comm and uid, fed by COMM/FORK records and /proc; bounded."""
+
+    MAX = 65536
+
+    def __init__(self):
+        self.comm: dict[int, str] = {}
+        self.uid: dict[int, int] = {}
+
+    def set_comm(self, tid: int, comm: str) -> None:
+        if len(self.comm) >= self.MAX:
+            self.comm.clear()
+        self.comm[tid] = comm
+
+    def get_comm(self, tid: int, pid: int) -> str:
+        comm = self.comm.get(tid)
+        if comm is None:
+            comm = _read_proc(f"/proc/{pid}/task/{tid}/comm") or _read_proc(f"/proc/{tid}/comm")
+            comm = comm.rstrip("\n") if comm else ("swapper" if tid == 0 else "")
+            self.set_comm(tid, comm)
+        return comm
+
+    def get_uid(self, tid: int) -> int:
+        uid = self.uid.get(tid)
+        if uid is None:
+            uid = -1
+            status = _read_proc(f"/proc/{tid}/status")
+            for line in (status or "").splitlines():
+                if line.startswith("Uid:"):
+                    uid = int(line.split()[1])
+                    break
+            if tid == 0:
+                uid = 0
+            if len(self.uid) >= self.MAX:
+                self.uid.clear()
+            self.uid[tid] = uid
+        return uid
+
+
+def _read_proc(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+class Event:
+    """One sample.  Cheap to build; everything else is computed on demand."""
+
+    __slots__ = ("target", "tasks", "pid", "tid", "time_ns", "cpu", "raw", "chain")
+
+    def __init__(self, target: Target, tasks: TaskCache, pid: int, tid: int, time_ns: int,
+                 cpu: int, raw, chain):
+        self.target = target
+        self.tasks = tasks
+        self.pid = pid
+        self.tid = tid
+        self.time_ns = time_ns
+        self.cpu = cpu
+        self.raw = raw
+        self.chain = chain
+
+    @property
+    def tag(self) -> int:
+        return self.target.tag
+
+    @property
+    def desc(self) -> EventDesc:
+        return self.target.desc
+
+    @property
+    def probename(self) -> str:
+        return self.target.probename
+
+    @property
+    def execname(self) -> str:
+        return self.tasks.get_comm(self.tid, self.pid)
+
+    @property
+    def uid(self) -> int:
+        return self.tasks.get_uid(self.tid)
+
+    @property
+    def argstr(self) -> str:
+        target = self.target
+        if target.render is None:
+            return target.probename
+        return target.render(target.decoder, self.raw)
+
+    def arg(self, n: int):
+        decoder = self.target.decoder
+        if decoder is None:
+            return None
+        return decoder.arg(self.raw, n)
+
+    def field(self, name: str):
+        decoder = self.target.decoder
+        if decoder is None:
+            raise KeyError(name)
+        return decoder.field(self.raw, name)
+
+    def _split_chain(self) -> tuple[list[int], list[int]]:
+        kernel, user, where = [], [], None
+        for ip in self.chain or ():
+            if ip >= abi.PERF_CONTEXT_MAX:
+                where = user if ip == abi.PERF_CONTEXT_USER else (
+                    kernel if ip == abi.PERF_CONTEXT_KERNEL else None)
+            elif where is not None:
+                where.append(ip)
+        return kernel, user
+
+    def kernel_stack(self) -> list[str]:
+        return [symbols.kernel_symbol(ip) for ip in self._split_chain()[0]]
+
+    def user_stack(self) -> list[str]:
+        ips = self._split_chain()[1]
+        if not ips:
+            return []
+        sym = symbols.UserSymbolizer(self.pid)
+        return [sym.symbol(ip) for ip in ips]
+
+    def read_user_string(self, addr: int, limit: int) -> str | None:
+        return read_user_string(self.pid, addr, limit)
+
+    def __repr__(self) -> str:
+        return (f"<Event {self.target.desc.spec} pid={self.pid} tid={self.tid} cpu={self.cpu} "
+                f"t={self.time_ns}>")
+
+
+def read_user_string(pid: int, addr: int, limit: int) -> str | None:
+    """A NUL-terminated string at ``addr`` in process ``pid``, at most ``limit`` bytes;
+    None if the memory is unreadable."""
+    if addr <= 0 or limit <= 0:
+        return None
+    data = b""
+    # Read page by page so a string near the end of a mapping is still found.
+    while len(data) < limit:
+        chunk = min(limit - len(data), 4096 - ((addr + len(data)) & 4095))
+        try:
+            part = abi.process_vm_readv(pid, addr + len(data), chunk)
+        except OSError:
+            part = b""
+        if not part:
+            if not data:
+                return None
+            break
+        end = part.find(b"\0")
+        if end >= 0:
+            data += part[:end]
+            break
+        data += part
+    return data[:limit].decode("utf-8", "replace")

@@ -1,0 +1,402 @@
+"""perf events: opening them (privileged half) and reading their rings (worker half).
+
+Privileged half.  ``EventOpener`` opens one perf event per CPU (or one per
+task for ``-p``/``-- cmd``, with inherit so children count), applies the
+kernel filter with PERF_EVENT_IOC_SET_FILTER, and redirects every event's
+output (PERF_EVENT_IOC_SET_OUTPUT) to one ring-owning event per CPU, so a
+session with 700 syscall events still has one ring per CPU.  The result,
+``OpenedEvents``, is plain data plus file descriptors: the descs and a
+per-fd (desc index, owns-ring) table travel as msgpack, the fds by
+SCM_RIGHTS.  The ring owners also ask for COMM, FORK and EXIT records.
+
+Worker half.  ``RingSet`` mmaps the ring owners (1 + 2^n pages each) and
+drains them: read ``data_head``, parse records up to it (a record may wrap
+around the end of the ring: then it is copied out in two parts), then
+store ``data_tail``.  On x86-64 loads are not reordered with older loads
+and stores are not reordered with older loads, and every Python step is a
+compiler barrier, so "read head, then read records, then write tail" is
+the ordering the perf ABI asks for without explicit fences.
+
+Every sample starts with PERF_SAMPLE_IDENTIFIER, so one dict lookup maps
+it to its event's ``Target`` (decoder, tag) whatever ring it came through.
+Losses: PERF_RECORD_LOST records are summed as they come; ``finish()``
+also compares each countable event's kernel count with the samples seen,
+because the kernel writes a LOST record only when a later record fits
+(perf-anchors.md, "Loss accounting caveat").
+
+This module must not know about sessions, the VM or tracefs.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import select
+import struct
+from dataclasses import dataclass, field
+
+from ktapd.probes import _perf_abi as abi
+from ktapd.probes.events import Event, EventDesc, Target, TaskCache
+
+
+class ProbeError(Exception):
+    """A probe cannot be opened: the message says which and why, for the user."""
+
+
+# --- privileged half ------------------------------------------------------------------
+
+_SAMPLE_BASE = abi.PERF_SAMPLE_IDENTIFIER | abi.PERF_SAMPLE_TID | abi.PERF_SAMPLE_TIME | \
+    abi.PERF_SAMPLE_CPU
+
+
+def online_cpus() -> list[int]:
+    try:
+        text = open("/sys/devices/system/cpu/online").read().strip()
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+    cpus = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def check_filter_text(text: str) -> None:
+    """Refuse filter text the kernel should never see (control characters, huge)."""
+    if len(text) > 4096:
+        raise ProbeError("filter is longer than 4096 characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ProbeError(f"filter {text!r} contains control characters")
+
+
+@dataclass
+class OpenedEvents:
+    """Opened perf fds with what the worker needs to read them.
+
+    ``slots[i] = (desc index, ring owner)`` describes ``fds[i]``: the ring
+    owner is the position in ``fds`` of the event whose ring it writes to
+    (``i`` itself for an event that owns a ring)."""
+
+    fds: list[int] = field(default_factory=list)
+    slots: list[tuple[int, int]] = field(default_factory=list)
+    descs: list[EventDesc] = field(default_factory=list)
+
+    def to_wire(self) -> dict:
+        """Everything but the fds (they go by SCM_RIGHTS, in ``fds`` order)."""
+        return {"slots": [list(s) for s in self.slots],
+                "descs": [d.to_wire() for d in self.descs]}
+
+    @classmethod
+    def from_wire(cls, doc: dict, fds: list[int]) -> OpenedEvents:
+        slots = [(int(i), int(o)) for i, o in doc["slots"]]
+        if len(slots) != len(fds):
+            raise ValueError(f"{len(fds)} fds for {len(slots)} slots")
+        if any(not 0 <= o < len(fds) or slots[o][1] != o for _i, o in slots):
+            raise ValueError("a slot names a ring owner that does not own a ring")
+        return cls(list(fds), slots, [EventDesc.from_wire(d) for d in doc["descs"]])
+
+    def enable(self) -> None:
+        for fd in self.fds:
+            abi.ioctl_int(fd, abi.PERF_EVENT_IOC_ENABLE)
+
+    def disable(self) -> None:
+        for fd in self.fds:
+            try:
+                abi.ioctl_int(fd, abi.PERF_EVENT_IOC_DISABLE)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        self.slots = []
+
+
+class EventOpener:
+    """Opens perf events for one tracing run (root); all share one ring per CPU.
+
+    ``pid``: trace one task and its children (per-task, per-CPU events with
+    inherit=1).
+    ``cpu``: only that CPU.  Neither: every online CPU, system-wide."""
+
+    def __init__(self, *, pid: int | None = None, cpu: int | None = None,
+                 wakeup_bytes: int = 64 * 1024):
+        self.pid = pid
+        self.cpu = cpu
+        self.wakeup_bytes = wakeup_bytes
+        self.opened = OpenedEvents()
+        # (cpu or -1, pid or desc index) -> position in opened.fds of the ring owner
+        self._owners: dict[tuple[int, int], int] = {}
+
+    def _cpus(self) -> list[int]:
+        # Per-task events are opened per CPU too: the kernel refuses to mmap
+        # an inherited event with cpu == -1, and children must count.
+        if self.cpu is not None:
+            return [self.cpu]
+        return online_cpus()
+
+    def add(self, desc: EventDesc, *, type: int, config: int, sample_period: int = 1,
+            filter: str | None = None, config1: int = 0, config2: int = 0,
+            cpus: list[int] | None = None, system_wide: bool = False,
+            own_ring: bool = False) -> int:
+        """Open ``desc``'s event on every CPU (or the task); returns fds opened.
+
+        ``cpus`` overrides the CPU list; ``system_wide`` ignores ``pid``;
+        ``own_ring`` gives the event rings of its own that wake the reader
+        on every sample (timers: a tick must not wait for a watermark)."""
+        if filter is not None:
+            check_filter_text(filter)
+        sample_type = _SAMPLE_BASE
+        if desc.layout is not None:
+            sample_type |= abi.PERF_SAMPLE_RAW
+        if desc.callchain:
+            sample_type |= abi.PERF_SAMPLE_CALLCHAIN
+        index = len(self.opened.descs)
+        self.opened.descs.append(desc)
+        pid = -1 if self.pid is None or system_wide else self.pid
+        if cpus is None:
+            cpus = self._cpus()
+        opened = 0
+        for cpu in cpus:
+            key = (cpu, index) if own_ring else (cpu, pid)
+            owner = self._owners.get(key)
+            flags = ["disabled", "sample_id_all"]
+            if pid != -1:
+                flags.append("inherit")
+            if owner is None:
+                flags += ["comm", "task"]
+                if not own_ring:
+                    flags.append("watermark")
+            attr = abi.pack_attr(type=type, config=config, sample_period=sample_period,
+                                 sample_type=sample_type, flags=abi.attr_flags(*flags),
+                                 wakeup_watermark=1 if own_ring else self.wakeup_bytes,
+                                 config1=config1, config2=config2,
+                                 sample_max_stack=127 if desc.callchain else 0)
+            try:
+                fd = abi.perf_event_open(attr, pid, cpu)
+            except OSError as exc:
+                raise ProbeError(_open_error(desc, exc, pid, cpu)) from None
+            if filter:
+                try:
+                    abi.ioctl_set_filter(fd, filter)
+                except OSError as exc:
+                    os.close(fd)
+                    raise ProbeError(f"the kernel rejected filter /{filter}/ on event "
+                                     f"{desc.spec}: {exc.strerror}") from None
+            position = len(self.opened.fds)
+            if owner is None:
+                owner = self._owners[key] = position
+            self.opened.fds.append(fd)
+            self.opened.slots.append((index, owner))
+            opened += 1
+        return opened
+
+    def close(self) -> None:
+        self.opened.close()
+        self._owners.clear()
+
+
+def _open_error(desc: EventDesc, exc: OSError, pid: int, cpu: int) -> str:
+    where = f"task {pid}" if pid != -1 else f"cpu {cpu}"
+    reason = exc.strerror
+    if exc.errno == errno.ESRCH:
+        reason = f"no such process {pid}"
+    elif exc.errno == errno.ENOENT:
+        reason = "this kernel has no such event"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied (needs CAP_PERFMON or root)"
+    elif exc.errno == errno.EMFILE:
+        reason = "too many open files (raise RLIMIT_NOFILE or trace fewer events)"
+    return f"cannot open event {desc.spec} on {where}: {reason}"
+
+
+# --- worker half ------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<IHH")
+_SAMPLE_HEAD = struct.Struct("<QIIQI")  # identifier, pid, tid, time, cpu (+4 reserved)
+_SAMPLE_HEAD_SIZE = 8 + 32
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_LOST = struct.Struct("<QQ")
+_PIDS = struct.Struct("<II")
+_EXIT = struct.Struct("<IIII")
+_SAMPLE = abi.PERF_RECORD_SAMPLE
+_PAGE = mmap.PAGESIZE
+
+
+class Ring:
+    """One mmapped perf ring buffer: control page + 2^n data pages."""
+
+    def __init__(self, fd: int, pages: int):
+        if pages < 1 or pages & (pages - 1):
+            raise ValueError("ring pages must be a power of two")
+        self.fd = fd
+        self.mm = mmap.mmap(fd, (1 + pages) * _PAGE, mmap.MAP_SHARED,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.size = pages * _PAGE
+        self.tail = _U64.unpack_from(self.mm, abi.MMAP_DATA_TAIL)[0]
+
+    def close(self) -> None:
+        self.mm.close()
+
+
+class RingSet:
+    """The worker's view of an OpenedEvents: rings, decoding, loss and task bookkeeping.
+
+    ``drain(handler)`` calls ``handler(event)`` for every sample waiting in
+    every ring and returns how many it delivered.  ``fileno()``s are
+    readable when a ring passed its watermark (or its event ended)."""
+
+    def __init__(self, opened: OpenedEvents, pages: int = 64):
+        self.opened = opened
+        self.tasks = TaskCache()
+        self.targets_by_desc = [Target(d) for d in opened.descs]
+        self.targets: dict[int, Target] = {}
+        self.rings: list[Ring] = []
+        self.lost = 0  # samples the kernel reported lost so far (PERF_RECORD_LOST)
+        self.delivered = 0
+        self.counted_seen = 0  # samples of countable events delivered
+        self.exited: set[int] = set()  # process ids whose main thread exited
+        try:
+            # The kernel redirects output only to a ring that is already mapped:
+            # map the owners first, then point the others at them.
+            for position, (fd, (_index, owner)) in enumerate(
+                    zip(opened.fds, opened.slots, strict=True)):
+                if owner == position:
+                    self.rings.append(Ring(fd, pages))
+            for position, (fd, (index, owner)) in enumerate(
+                    zip(opened.fds, opened.slots, strict=True)):
+                self.targets[abi.ioctl_event_id(fd)] = self.targets_by_desc[index]
+                if owner != position:
+                    abi.ioctl_int(fd, abi.PERF_EVENT_IOC_SET_OUTPUT, opened.fds[owner])
+        except BaseException:
+            self.close()
+            raise
+        self._poll = select.poll()
+        for ring in self.rings:
+            self._poll.register(ring.fd, select.POLLIN)
+
+    def filenos(self) -> list[int]:
+        return [r.fd for r in self.rings]
+
+    def poll(self, timeout: float | None) -> bool:
+        """Wait until some ring is readable (or ``timeout`` seconds); True if one is."""
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        return bool(self._poll.poll(ms))
+
+    def enable(self) -> None:
+        self.opened.enable()
+
+    def disable(self) -> None:
+        self.opened.disable()
+
+    def drain(self, handler) -> int:
+        n = 0
+        for ring in self.rings:
+            n += self._drain_ring(ring, handler)
+        self.delivered += n
+        return n
+
+    def _drain_ring(self, ring: Ring, handler) -> int:
+        mm, size, mask, base = ring.mm, ring.size, ring.size - 1, _PAGE
+        targets, tasks = self.targets, self.tasks
+        header_unpack, head_unpack, u32_unpack = (_HEADER.unpack_from, _SAMPLE_HEAD.unpack_from,
+                                                   _U32.unpack_from)
+        n = counted = 0
+        tail = ring.tail
+        while True:
+            head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
+            if head == tail:
+                break
+            while tail < head:
+                off = tail & mask
+                rtype, _misc, rsize = header_unpack(mm, base + off)
+                if off + rsize > size:  # the record wraps: copy both parts out
+                    buf = mm[base + off:base + size] + mm[base:base + off + rsize - size]
+                    pos = 0
+                else:
+                    buf, pos = mm, base + off
+                tail += rsize
+                if rtype == _SAMPLE:
+                    ident, pid, tid, time_ns, cpu = head_unpack(buf, pos + 8)
+                    target = targets.get(ident)
+                    if target is None:
+                        continue
+                    p = pos + _SAMPLE_HEAD_SIZE
+                    chain = None
+                    if target.callchain:
+                        nr = _U64.unpack_from(buf, p)[0]
+                        chain = struct.unpack_from(f"<{nr}Q", buf, p + 8)
+                        p += 8 + 8 * nr
+                    raw = None
+                    if target.raw:
+                        rawsize = u32_unpack(buf, p)[0]
+                        raw = buf[p + 4:p + 4 + rawsize]
+                    n += 1
+                    if target.countable:
+                        counted += 1
+                    handler(Event(target, tasks, pid, tid, time_ns, cpu, raw, chain))
+                else:
+                    self._side_record(rtype, _misc, buf, pos, rsize)
+            # Done with everything up to head: give the space back to the kernel.
+            _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
+        ring.tail = tail
+        self.counted_seen += counted
+        return n
+
+    def _side_record(self, rtype: int, misc: int, buf, pos: int, rsize: int) -> None:
+        if rtype == abi.PERF_RECORD_LOST:
+            self.lost += _LOST.unpack_from(buf, pos + 8)[1]
+        elif rtype == abi.PERF_RECORD_LOST_SAMPLES:
+            self.lost += _U64.unpack_from(buf, pos + 8)[0]
+        elif rtype == abi.PERF_RECORD_COMM:
+            _pid, tid = _PIDS.unpack_from(buf, pos + 8)
+            end = bytes(buf[pos + 16:pos + rsize]).find(b"\0")
+            self.tasks.set_comm(tid, bytes(buf[pos + 16:pos + 16 + max(end, 0)]).decode(
+                "utf-8", "replace"))
+        elif rtype == abi.PERF_RECORD_FORK:
+            pid, ppid, tid, ptid = _EXIT.unpack_from(buf, pos + 8)
+            parent = self.tasks.comm.get(ptid)
+            if parent is not None:
+                self.tasks.set_comm(tid, parent)
+        elif rtype == abi.PERF_RECORD_EXIT:
+            pid, _ppid, tid, _ptid = _EXIT.unpack_from(buf, pos + 8)
+            if pid == tid:
+                if len(self.exited) > 65536:
+                    self.exited.clear()
+                self.exited.add(pid)
+
+    def kernel_counts(self) -> int:
+        """Sum of the kernel's hit counts over the countable events (all CPUs)."""
+        total = 0
+        for fd, (index, _owns) in zip(self.opened.fds, self.opened.slots, strict=True):
+            if self.targets_by_desc[index].countable:
+                try:
+                    total += _U64.unpack(os.read(fd, 8))[0]
+                except OSError:
+                    pass
+        return total
+
+    def finish(self, handler) -> int:
+        """Stop: disable every event, drain what is left, settle the loss count.
+
+        Returns the number of samples delivered by the final drain.  After
+        it, ``lost`` is exact for tracepoint-like events: the kernel's own
+        hit counts minus the samples seen, when that is more than the LOST
+        records said."""
+        self.disable()
+        n = self.drain(handler)
+        unseen = self.kernel_counts() - self.counted_seen
+        if unseen > self.lost:
+            self.lost = unseen
+        return n
+
+    def close(self) -> None:
+        for ring in self.rings:
+            ring.close()
+        self.rings = []
