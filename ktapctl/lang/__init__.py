@@ -1,0 +1,81 @@
+"""The ktap compiler: script text -> protocol.bytecode.Program.
+
+A pure library (no I/O beyond lark's grammar cache, no trio, no daemon):
+
+    compile_source(source, filename) -> Program     raises CompileError
+    parse(source, filename) -> ast.Chunk            for tests and debugging
+
+Stages: lexer.py + grammar.lark (parser.py) -> ast.py -> resolve.py (names,
+checks, probe table) -> codegen.py (bytecode).  Each stage reports
+Diagnostics; the first stage that has any stops the compile, and all of its
+diagnostics are reported together.
+
+This package must not import trio, ktapd or the rest of ktapctl.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ktapctl.lang.diagnostics import CompileError, Diagnostic, Span
+from protocol import limits
+from protocol.bytecode.program import Program
+
+__all__ = ["CompileError", "Diagnostic", "Span", "compile_source", "parse"]
+
+# Deeply nested source (a long `a + b + ...` chain, nested tables) is walked
+# recursively; allow that much depth and turn anything deeper into an error.
+_RECURSION_LIMIT = 20_000
+
+
+def parse(source: str, filename: str = "(command line)"):
+    """Source -> ast.Chunk; raises CompileError on syntax errors."""
+    from ktapctl.lang import parser
+
+    with _deep_recursion():
+        try:
+            return parser.parse(source, filename)
+        except parser.ParseFailed as exc:
+            raise CompileError(exc.diagnostics, filename, source) from None
+        except RecursionError:
+            raise CompileError([Diagnostic("script nested too deeply", Span.point(1, 1))],
+                               filename, source) from None
+
+
+def compile_source(source: str, filename: str = "(command line)") -> Program:
+    """Compile a ktap script to a Program; raises CompileError."""
+    from ktapctl.lang import codegen, resolve
+    from protocol.bytecode.encoding import encode
+
+    if len(filename) > limits.MAX_SOURCE_NAME:
+        raise CompileError([Diagnostic(
+            f"file name longer than {limits.MAX_SOURCE_NAME} characters", Span.point(1, 1))],
+            filename[: limits.MAX_SOURCE_NAME], source)
+    chunk = parse(source, filename)
+    with _deep_recursion():
+        try:
+            res, diagnostics = resolve.resolve(chunk)
+            if diagnostics:
+                raise CompileError(diagnostics, filename, source)
+            program = codegen.generate(chunk, res, filename)
+        except codegen.LimitExceeded as exc:
+            raise CompileError([exc.diagnostic], filename, source) from None
+        except RecursionError:
+            raise CompileError([Diagnostic("script nested too deeply", Span.point(1, 1))],
+                               filename, source) from None
+    size = len(encode(program))
+    if size > limits.MAX_PROGRAM_BYTES:
+        raise CompileError([Diagnostic(
+            f"compiled program is {size} bytes, more than the limit of "
+            f"{limits.MAX_PROGRAM_BYTES}", Span.point(1, 1))], filename, source)
+    return program
+
+
+class _deep_recursion:
+    def __enter__(self):
+        self.saved = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(self.saved, _RECURSION_LIMIT))
+
+    def __exit__(self, *exc):
+        sys.setrecursionlimit(self.saved)
+        return False
