@@ -1,0 +1,336 @@
+"""The machine: runs one verified program's main chunk, handlers and trace_end.
+
+Theory of operation
+-------------------
+At construction the whole program is translated to Python source
+(translate.py) and compiled once; its namespace holds the fixed helpers
+below, the builtins bound to this machine (``B<id>``), the string
+constants, and three globals the generated code shares:
+
+``E``  the current EventContext (a ProcessContext when there is no event)
+``S``  steps left in the current run's budget (loop passes and calls)
+``D``  current depth of non-tail calls
+
+Each entry point (run_main, run_handler, run_end) resets these, calls the
+compiled function, runs the tail-call trampoline if the function returned
+a ``_Tail``, and turns any KtapError into one Error record carrying the
+script line (found by walking the traceback to the innermost generated
+frame: no line bookkeeping on the hot path).  After the first run-time
+error the machine is *failed*: further handlers and trace_end do not run
+(LANGUAGE.md: trace_end does not run after an error).  After ``exit()``
+handlers no longer run, trace_end still does.
+
+Output of print/printf/ansi.* is buffered and sent as one Text record per
+invocation (fewer records, and the renderer sees whole lines); histograms
+flush the buffer first so order is kept.  A very chatty invocation is
+flushed every ``_FLUSH_EVERY`` writes to bound memory.
+
+Nothing escapes run_main/run_handler/run_end as a Python exception: an
+unexpected one (a VM bug) becomes an Error record starting with
+"internal error" and fails the machine.
+
+This module must not import the probes, trio, ctypes or ktapctl.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FunctionType
+
+from ktapd.verifier import VerifiedProgram
+from ktapd.vm import translate, values
+from ktapd.vm.context import ProcessContext
+from ktapd.vm.library import ExitSignal, Library
+from ktapd.vm.values import KtapError, Table
+from protocol.bytecode.program import PROBE_END, Probe
+from protocol.limits import INT64_MAX, INT64_MIN, RuntimeLimits
+from protocol.records import Error, Record, Text
+
+BUDGET_EXCEEDED = "loop execute count exceed max limit"
+STACK_OVERFLOW = "stack overflow"
+_FLUSH_EVERY = 512
+DEFAULT_LIMITS = RuntimeLimits()
+_DECIMAL = re.compile(r"-?[0-9]+\Z")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A probe or timer handler registered by the main chunk (REGISTER).
+
+    ``index`` is the probe table entry, ``handler`` the closure to pass to
+    Machine.run_handler.  trace_end handlers are not listed here."""
+
+    index: int
+    probe: Probe
+    handler: Callable
+
+
+class _Tail:
+    """What ``return f(x)`` returns: the callee and its arguments, for the trampoline."""
+
+    __slots__ = ("f", "a")
+
+    def __init__(self, f, a) -> None:
+        self.f = f
+        self.a = a
+
+
+def _budget() -> None:
+    raise KtapError(BUDGET_EXCEEDED)
+
+
+def _overflow() -> None:
+    raise KtapError(STACK_OVERFLOW)
+
+
+def _notfn(value: object) -> None:
+    raise KtapError(f"attempt to call a {values.type_name(value)} value")
+
+
+def _nottable(value: object) -> None:
+    raise KtapError(f"attempt to index a {values.type_name(value)} value")
+
+
+def _fornum(start: object, stop: object, step: object) -> range:
+    for what, v in (("initial value", start), ("limit", stop), ("step", step)):
+        if v.__class__ is not int:
+            raise KtapError(f"'for' {what} must be a number, got {values.type_name(v)}")
+    if step == 0:
+        raise KtapError("'for' step is zero")
+    return range(start, stop + 1 if step > 0 else stop - 1, step)
+
+
+def _field(event, name: str):
+    try:
+        value = event.field(name)
+    except KeyError:
+        raise KtapError(f"the event has no field '{name}'") from None
+    if value.__class__ is int and not INT64_MIN <= value <= INT64_MAX:
+        value = values.wrap(value)
+    return value
+
+
+def _aggadd(table: object, key: object, value: object, name: str | None) -> None:
+    if table.__class__ is not Table:
+        _nottable(table)
+    k = values.table_key(key)
+    d = table.d
+    agg = d.get(k)
+    if agg is None:
+        if len(d) >= table.limit:
+            values.table_full(table, name)
+        agg = d[k] = values.Aggregate()
+    elif agg.__class__ is not values.Aggregate:
+        raise KtapError(f"<<< on a {values.type_name(agg)} value (an aggregate was expected)")
+    agg.add(value)
+
+
+_HELPERS = {
+    "_T": Table,
+    "_F": FunctionType,
+    "_Tail": _Tail,
+    "_EvStr": values.EventString,
+    "_key": values.table_key,
+    "_tfull": values.table_full,
+    "_arith": values.arith_error,
+    "_cmperr": values.compare_error,
+    "_div": values.divide,
+    "_mod": values.modulo,
+    "_wrap": values.wrap,
+    "_concat": values.concat,
+    "_strlong": values.string_too_long,
+    "_pairs": values.pairs_snapshot,
+    "_fornum": _fornum,
+    "_budget": _budget,
+    "_overflow": _overflow,
+    "_notfn": _notfn,
+    "_nottable": _nottable,
+    "_field": _field,
+    "_aggadd": _aggadd,
+    "len": len,
+    "str": str,
+    "int": int,
+}
+
+
+class Machine:
+    """One program's run-time state.  Not thread-safe; one per session."""
+
+    def __init__(self, verified: VerifiedProgram, *, emit: Callable[[Record], None],
+                 limits: RuntimeLimits = DEFAULT_LIMITS, timestamps: bool = False):
+        if not isinstance(verified, VerifiedProgram):
+            raise TypeError("Machine needs a VerifiedProgram (see ktapd.verifier.verify)")
+        self.program = verified.program
+        self.limits = limits
+        self.timestamps = timestamps  # stamp Text records with the event time (-T)
+        self.registrations: list[Registration] = []
+        self.end_handlers: list[Callable] = []
+        self.exit_requested = False
+        self.failed = False
+        self._emit = emit
+        self._out: list[str] = []
+        self._in_main = False
+        self._event = None
+        self._process = ProcessContext()
+
+        source = translate.translate_program(
+            self.program, string_bytes=limits.string_bytes,
+            table_entries=limits.table_entries, call_depth=limits.call_depth)
+        self._origin = source.origin
+        ns: dict = {"__builtins__": {}}
+        ns.update(_HELPERS)
+        ns.update(source.strings)
+        for ident, impl in enumerate(Library(self).bound()):
+            ns[f"B{ident}"] = impl
+        ns["_register"] = self._register
+        ns["E"] = self._process
+        ns["S"] = 0
+        ns["D"] = 0
+        exec(compile(source.text(), translate.FILENAME, "exec"), ns)  # noqa: S102 - fixed templates
+        self._ns = ns
+        self._main = ns["_mk0"]()
+
+    # --- entry points -------------------------------------------------------
+
+    def run_main(self, args: list) -> bool:
+        """Run the main chunk with ``arg`` built from args; False after a run-time error."""
+        arg = Table(max(self.limits.table_entries, len(args)))
+        for n, word in enumerate(args):
+            if n and isinstance(word, str) and _DECIMAL.match(word):
+                number = int(word)
+                if INT64_MIN <= number <= INT64_MAX:
+                    word = number
+            arg.d[n] = word
+        self._in_main = True
+        try:
+            return self._run(self._main, (arg,), None, self.limits.main_steps)
+        finally:
+            self._in_main = False
+
+    def run_handler(self, reg: Registration, event) -> bool:
+        """Run one probe/timer handler for ``event`` (None for tick timers)."""
+        if self.failed:
+            return False
+        if self.exit_requested:
+            return True
+        ns = self._ns
+        self._event = event
+        ns["E"] = self._process if event is None else event
+        ns["S"] = self.limits.handler_steps
+        ns["D"] = 0
+        try:
+            result = reg.handler()
+            if result.__class__ is _Tail:
+                self._trampoline(result)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
+            return self._caught(exc)
+        if self._out:
+            self._flush()
+        return True
+
+    def run_end(self) -> bool:
+        """Run the trace_end handler(s), if registered, with the main-chunk budget."""
+        for handler in self.end_handlers:
+            if not self._run(handler, (), None, self.limits.main_steps):
+                return False
+        return not self.failed
+
+    # --- for the builtins ---------------------------------------------------
+
+    def event(self):
+        """The current event, or None outside events."""
+        return self._event
+
+    def write(self, text: str) -> None:
+        out = self._out
+        out.append(text)
+        if len(out) >= _FLUSH_EVERY:
+            self._flush()
+
+    def emit_record(self, record: Record) -> None:
+        if self._out:
+            self._flush()
+        self._emit(record)
+
+    # --- internals ----------------------------------------------------------
+
+    def _run(self, function, args: tuple, event, steps: int) -> bool:
+        if self.failed:
+            return False
+        ns = self._ns
+        self._event = event
+        ns["E"] = self._process if event is None else event
+        ns["S"] = steps
+        ns["D"] = 0
+        try:
+            result = function(*args)
+            if result.__class__ is _Tail:
+                self._trampoline(result)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
+            return self._caught(exc)
+        if self._out:
+            self._flush()
+        return True
+
+    def _trampoline(self, tail: _Tail) -> None:
+        ns = self._ns
+        while tail.__class__ is _Tail:
+            ns["S"] -= 1
+            if ns["S"] < 0:
+                _budget()
+            tail = tail.f(*tail.a)
+
+    def _caught(self, exc: BaseException) -> bool:
+        if isinstance(exc, ExitSignal):
+            if self._out:
+                self._flush()
+            return True
+        if isinstance(exc, KtapError):
+            message = str(exc)
+        elif isinstance(exc, RecursionError):
+            message = STACK_OVERFLOW
+        elif isinstance(exc, MemoryError):
+            message = "out of memory"
+        elif isinstance(exc, Exception):
+            message = f"internal error: {type(exc).__name__}: {exc}"
+        else:
+            raise exc  # KeyboardInterrupt, SystemExit: not ours to swallow
+        line = self._line_of(exc.__traceback__)
+        self.failed = True
+        if self._out:
+            self._flush()
+        self._emit(Error(message=message, source=self.program.source_name, line=line))
+        return False
+
+    def _line_of(self, tb) -> int:
+        """Script line of the innermost generated frame in a traceback."""
+        found = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == translate.FILENAME:
+                found = tb.tb_lineno
+            tb = tb.tb_next
+        if found is None or not 0 < found <= len(self._origin):
+            return 0
+        function, pc = self._origin[found - 1]
+        return self.program.functions[function].lines[pc]
+
+    def _flush(self) -> None:
+        text = "".join(self._out)
+        self._out.clear()
+        event = self._event
+        stamp = event.time_ns if self.timestamps and event is not None else 0
+        self._emit(Text(text=text, time_ns=stamp))
+
+    def _register(self, index: int, handler: object) -> None:
+        probe = self.program.probes[index]
+        if not self._in_main:
+            raise KtapError(f"{probe.kind} only can be called in RUNNING state")
+        if handler.__class__ is not FunctionType:
+            raise KtapError(f"a {probe.kind} handler must be a function, "
+                            f"got {values.type_name(handler)}")
+        if probe.kind == PROBE_END:
+            self.end_handlers.append(handler)
+        else:
+            self.registrations.append(Registration(index, probe, handler))

@@ -1,0 +1,491 @@
+"""Verified bytecode -> Python source, from fixed templates (DESIGN.md decision 2).
+
+Each ktap function becomes a factory ``_mkN(u0, u1, ...)`` that returns a
+Python function ``fN(r0=None, ...)``: registers are Python locals ``rI``,
+upvalue cells are the factory's arguments ``uI`` (so a CLOSURE is one call
+that binds cells), boxed registers hold one-element lists (cells).  The
+structured control flow maps one-to-one: IF/ELSE/END -> if/else, LOOP ->
+``while True``, FORNUM -> ``for rA in range``, FORPAIRS -> ``for`` over a
+snapshot, BREAK -> ``break``.
+
+Rules that keep this safe (the verifier has already checked every index):
+
+- No program-supplied text ever becomes source.  Every identifier is a
+  fixed prefix plus an integer; strings (constants, upvalue names) travel
+  in the namespace dict as globals named ``cF_K`` / ``nF_U``; only integer
+  constants, None and booleans are written as literals, via ``int.__repr__``.
+- The generated module sees no Python builtins (``__builtins__`` is empty);
+  every helper it calls is put into its namespace by the machine.
+- Every loop pass and every call decrements the global step budget ``S``;
+  non-tail calls also count depth ``D``.  ``return f(x)`` returns a
+  ``_Tail`` that the caller's trampoline runs, so tail calls use no Python
+  stack.
+
+``LineMap`` maps each generated source line back to (function, pc), so a
+run-time error can name the script line without per-instruction
+bookkeeping on the hot path.
+
+The handful of peepholes (integer constants folded into arithmetic and
+``+=`` when a register is known, in straight-line code, to hold one) only
+remove type checks that cannot fail.  This module must not import the
+probes, trio or ktapctl.
+"""
+
+from __future__ import annotations
+
+from protocol import limits as L
+from protocol.bytecode import opcodes as op
+from protocol.bytecode.builtins import EVENT_VARS
+from protocol.bytecode.program import UPVAL_FROM_BOX, Function, Program
+
+FILENAME = "<ktap>"
+MAX = repr(L.INT64_MAX)
+MIN = repr(L.INT64_MIN)
+
+# Event variables read as plain attributes of the context (the rest: argN,
+# argstr, probename have their own template below).
+_PLAIN_EVENT_ATTRS = {"pid", "tid", "uid", "cpu", "execname", "probename"}
+
+
+class Source:
+    """Generated lines plus, for each, the (function, pc) it came from."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.origin: list[tuple[int, int]] = []
+        self.strings: dict[str, str] = {}  # global name -> string value
+
+    def add(self, depth: int, text: str, where: tuple[int, int]) -> None:
+        self.lines.append("    " * depth + text)
+        self.origin.append(where)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def translate_program(program: Program, *, string_bytes: int, table_entries: int,
+                      call_depth: int) -> Source:
+    """The whole program as one module's source (call after verify())."""
+    src = Source()
+    for index, function in enumerate(program.functions):
+        _FunctionTranslator(src, program, index, function, string_bytes, table_entries,
+                            call_depth).run()
+    return src
+
+
+class _FunctionTranslator:
+    def __init__(self, src: Source, program: Program, index: int, f: Function,
+                 string_bytes: int, table_entries: int, call_depth: int):
+        self.src = src
+        self.functions = program.functions
+        self.index = index
+        self.f = f
+        self.slim = repr(int(string_bytes))
+        self.tlim = repr(int(table_entries))
+        self.dmax = repr(int(call_depth))
+        self.depth = 0
+        self.pc = 0
+        # Straight-line knowledge, forgotten at every block boundary:
+        self.const: dict[int, str] = {}  # register -> literal int it holds
+        self.ints: set[int] = set()  # registers known to hold an int
+        self.origin: dict[int, int] = {}  # register -> upvalue it was read from
+
+    # --- emission helpers -------------------------------------------------
+
+    def emit(self, text: str) -> None:
+        self.src.add(self.depth, text, (self.index, self.pc))
+
+    def forget(self) -> None:
+        self.const.clear()
+        self.ints.clear()
+        self.origin.clear()
+
+    def wrote(self, reg: int) -> None:
+        self.const.pop(reg, None)
+        self.ints.discard(reg)
+        self.origin.pop(reg, None)
+
+    def reg(self, r: int) -> str:
+        """A register read: its known integer literal, or its local."""
+        return self.const.get(r, f"r{r}")
+
+    def string_const(self, k: int) -> str:
+        name = f"c{self.index}_{k}"
+        self.src.strings[name] = self.f.constants[k]
+        return name
+
+    def table_name(self, r: int) -> str:
+        """Global holding the upvalue name the table in register r came from."""
+        up = self.origin.get(r)
+        if up is None or not self.f.upvalues[up].name:
+            return "None"
+        name = f"n{self.index}_{up}"
+        self.src.strings[name] = self.f.upvalues[up].name
+        return name
+
+    def key(self, r: int) -> None:
+        """Emit ``_k`` = the dict key for register r."""
+        if r in self.const:
+            self.emit(f"_k = {self.const[r]}")
+            return
+        self.emit(f"_k = r{r}")
+        self.emit("if _k.__class__ is not str and _k.__class__ is not int: _k = _key(_k)")
+
+    def step(self) -> None:
+        self.emit("S -= 1")
+        self.emit("if S < 0: _budget()")
+
+    def int_check(self, regs: list[int]) -> bool:
+        """Open an ``if`` that holds when every register is an int; False if
+        they are all known ints already (no test emitted)."""
+        tests = [f"r{r}.__class__ is int" for r in regs if r not in self.ints and r not in self.const]
+        if not tests:
+            return False
+        self.emit(f"if {' and '.join(tests)}:")
+        return True
+
+    # --- the function -------------------------------------------------------
+
+    def run(self) -> None:
+        f = self.f
+        self.pc = 0
+        upvals = ", ".join(f"u{i}" for i in range(len(f.upvalues)))
+        self.emit(f"def _mk{self.index}({upvals}):")
+        self.depth = 1
+        params = "".join(f"r{i}=None, " for i in range(f.nparams))
+        self.emit(f"def f{self.index}({params}*_x):")
+        self.depth = 2
+        self.emit("global S, D")
+        locals_ = [f"r{i}" for i in range(f.nparams, f.nregs)]
+        if locals_:
+            self.emit(" = ".join(locals_) + " = None")
+        for r in f.boxed:
+            # A boxed parameter arrives as a plain value; every other boxed
+            # register starts as a fresh cell so GETBOX before NEWBOX is nil.
+            self.emit(f"r{r} = [r{r}]" if r < f.nparams else f"r{r} = [None]")
+        for pc, ins in enumerate(f.code):
+            self.pc = pc
+            _TEMPLATES[ins[0]](self, *ins[1:])
+        self.depth = 1
+        self.emit(f"return f{self.index}")
+
+
+# --- templates, one per opcode -------------------------------------------------
+# Each takes the translator and the instruction's operands.
+
+
+def _move(t: _FunctionTranslator, a: int, b: int) -> None:
+    t.emit(f"r{a} = {t.reg(b)}")
+    const, is_int, origin = t.const.get(b), b in t.ints, t.origin.get(b)
+    t.wrote(a)
+    if const is not None:
+        t.const[a] = const
+    if is_int:
+        t.ints.add(a)
+    if origin is not None:
+        t.origin[a] = origin
+
+
+def _loadk(t: _FunctionTranslator, a: int, k: int) -> None:
+    value = t.f.constants[k]
+    t.wrote(a)
+    if value is None or value is True or value is False:
+        t.emit(f"r{a} = {value!r}")
+    elif value.__class__ is int:
+        literal = repr(int(value))
+        t.emit(f"r{a} = {literal}")
+        t.const[a] = f"({literal})" if value < 0 else literal
+        t.ints.add(a)
+    else:
+        t.emit(f"r{a} = {t.string_const(k)}")
+
+
+def _loadnil(t, a):
+    t.wrote(a)
+    t.emit(f"r{a} = None")
+
+
+def _loadbool(t, a, b):
+    t.wrote(a)
+    t.emit(f"r{a} = {'True' if b else 'False'}")
+
+
+def _newbox(t, x):
+    t.emit(f"r{x} = [None]")
+
+
+def _getbox(t, a, x):
+    t.wrote(a)
+    t.emit(f"r{a} = r{x}[0]")
+
+
+def _setbox(t, x, b):
+    t.emit(f"r{x}[0] = {t.reg(b)}")
+
+
+def _getupval(t, a, u):
+    t.wrote(a)
+    t.origin[a] = u
+    t.emit(f"r{a} = u{u}[0]")
+
+
+def _setupval(t, u, b):
+    t.emit(f"u{u}[0] = {t.reg(b)}")
+
+
+def _closure(t, a, child):
+    cells = []
+    for up in t.functions[child].upvalues:
+        cells.append(f"r{up.index}" if up.kind == UPVAL_FROM_BOX else f"u{up.index}")
+    t.wrote(a)
+    t.emit(f"r{a} = _mk{child}({', '.join(cells)})")
+
+
+def _newtable(t, a):
+    t.wrote(a)
+    t.emit(f"r{a} = _T({t.tlim})")
+
+
+def _table(t, r: int) -> None:
+    t.emit(f"_t = r{r}")
+    t.emit("if _t.__class__ is not _T: _nottable(_t)")
+
+
+def _gettable(t, a, b, c):
+    _table(t, b)
+    t.key(c)
+    t.wrote(a)
+    t.emit(f"r{a} = _t.d.get(_k)")
+
+
+def _settable(t, a, b, c):
+    _table(t, a)
+    t.key(b)
+    name = t.table_name(a)
+    if c in t.const:  # a known number is never nil
+        t.emit("_d = _t.d")
+        t.emit(f"if len(_d) >= _t.limit and _k not in _d: _tfull(_t, {name})")
+        t.emit(f"_d[_k] = {t.const[c]}")
+        return
+    t.emit(f"_v = r{c}")
+    t.emit("if _v is None: _t.d.pop(_k, None)")
+    t.emit("else:")
+    t.depth += 1
+    t.emit("_d = _t.d")
+    t.emit(f"if len(_d) >= _t.limit and _k not in _d: _tfull(_t, {name})")
+    t.emit("_d[_k] = _v")
+    t.depth -= 1
+
+
+def _addtable(t, a, b, c):
+    _table(t, a)
+    t.key(b)
+    name = t.table_name(a)
+    t.emit("_d = _t.d")
+    t.emit("_o = _d.get(_k, 0)")
+    if c in t.const:
+        t.emit("if _o.__class__ is not int: _arith(_o)")
+        t.emit(f"_o += {t.const[c]}")
+    else:
+        t.emit(f"_n = r{c}")
+        t.emit("if _o.__class__ is not int or _n.__class__ is not int: _arith(_o, _n)")
+        t.emit("_o += _n")
+    t.emit(f"if _o > {MAX} or _o < {MIN}: _o = _wrap(_o)")
+    t.emit(f"if len(_d) >= _t.limit and _k not in _d: _tfull(_t, {name})")
+    t.emit("_d[_k] = _o")
+
+
+def _aggtable(t, a, b, c):
+    t.emit(f"_aggadd(r{a}, r{b}, {t.reg(c)}, {t.table_name(a)})")
+
+
+def _arith(symbol: str):
+    def template(t, a, b, c):
+        opened = t.int_check([b, c])
+        if opened:
+            t.depth += 1
+        t.emit(f"r{a} = {t.reg(b)} {symbol} {t.reg(c)}")
+        t.emit(f"if r{a} > {MAX} or r{a} < {MIN}: r{a} = _wrap(r{a})")
+        if opened:
+            t.depth -= 1
+            t.emit(f"else: _arith(r{b}, r{c})")
+        t.wrote(a)
+        t.ints.add(a)
+    return template
+
+
+def _helper_arith(helper: str):
+    def template(t, a, b, c):
+        t.emit(f"r{a} = {helper}({t.reg(b)}, {t.reg(c)})")
+        t.wrote(a)
+        t.ints.add(a)
+    return template
+
+
+def _concat(t, a, b, c):
+    t.emit(f"if r{b}.__class__ is str and r{c}.__class__ is str:")
+    t.depth += 1
+    t.emit(f"r{a} = r{b} + r{c}")
+    t.emit(f"if len(r{a}) > {t.slim}: _strlong({t.slim})")
+    t.depth -= 1
+    t.emit(f"else: r{a} = _concat(r{b}, r{c}, {t.slim})")
+    t.wrote(a)
+
+
+def _eq(t, a, b, c):
+    t.emit(f"r{a} = r{b}.__class__ is r{c}.__class__ and r{b} == r{c}")
+    t.wrote(a)
+
+
+def _ne(t, a, b, c):
+    t.emit(f"r{a} = r{b}.__class__ is not r{c}.__class__ or r{b} != r{c}")
+    t.wrote(a)
+
+
+def _order(symbol: str):
+    def template(t, a, b, c):
+        opened = t.int_check([b, c])
+        if opened:
+            t.depth += 1
+        t.emit(f"r{a} = {t.reg(b)} {symbol} {t.reg(c)}")
+        if opened:
+            t.depth -= 1
+            t.emit(f"else: _cmperr(r{b}, r{c})")
+        t.wrote(a)
+    return template
+
+
+def _not(t, a, b):
+    t.emit(f"r{a} = r{b} is None or r{b} is False")
+    t.wrote(a)
+
+
+def _neg(t, a, b):
+    if b not in t.ints and b not in t.const:
+        t.emit(f"if r{b}.__class__ is not int: _arith(r{b})")
+    t.emit(f"r{a} = -r{b}")
+    t.emit(f"if r{a} > {MAX}: r{a} = {MIN}")
+    t.wrote(a)
+    t.ints.add(a)
+
+
+def _if(t, a):
+    # Knowledge from before the IF still holds inside its body.
+    t.emit(f"if r{a} is not None and r{a} is not False:")
+    t.depth += 1
+    t.emit("pass")
+
+
+def _else(t):
+    t.forget()
+    t.depth -= 1
+    t.emit("else:")
+    t.depth += 1
+    t.emit("pass")
+
+
+def _end(t):
+    t.forget()
+    t.depth -= 1
+
+
+def _loop(t):
+    t.forget()
+    t.emit("while True:")
+    t.depth += 1
+    t.step()
+
+
+def _fornum(t, a, b, c, d):
+    t.forget()
+    t.emit(f"for r{a} in _fornum(r{b}, r{c}, r{d}):")
+    t.depth += 1
+    t.step()
+    t.ints.add(a)
+
+
+def _forpairs(t, a, b, c):
+    t.forget()
+    t.emit(f"for r{a}, r{b} in _pairs(r{c}):")
+    t.depth += 1
+    t.step()
+
+
+def _break(t):
+    t.emit("break")
+
+
+def _call(t, a, b, n):
+    t.emit(f"_f = r{b}")
+    t.emit("if _f.__class__ is not _F: _notfn(_f)")
+    t.emit("D += 1")
+    t.emit(f"if D > {t.dmax}: _overflow()")
+    t.step()
+    t.emit(f"_v = _f({''.join(f'{t.reg(r)}, ' for r in range(b + 1, b + 1 + n))})")
+    t.emit("while _v.__class__ is _Tail:")
+    t.depth += 1
+    t.step()
+    t.emit("_v = _v.f(*_v.a)")
+    t.depth -= 1
+    t.emit("D -= 1")
+    t.emit(f"r{a} = _v")
+    t.wrote(a)
+
+
+def _tailcall(t, a, n):
+    t.emit(f"_f = r{a}")
+    t.emit("if _f.__class__ is not _F: _notfn(_f)")
+    t.emit(f"return _Tail(_f, ({''.join(f'{t.reg(r)}, ' for r in range(a + 1, a + 1 + n))}))")
+
+
+def _callb(t, a, ident, c, n):
+    t.emit(f"r{a} = B{ident}({', '.join(t.reg(r) for r in range(c, c + n))})")
+    t.wrote(a)
+
+
+def _return(t, a):
+    t.emit(f"return {t.reg(a)}")
+
+
+def _return0(t):
+    t.emit("return None")
+
+
+def _evar(t, a, e):
+    name = EVENT_VARS[e].name
+    t.wrote(a)
+    if name in _PLAIN_EVENT_ATTRS:
+        t.emit(f"r{a} = E.{name}")
+    elif name == "argstr":
+        t.emit(f"r{a} = _EvStr(E.argstr)")
+    else:  # arg0..arg9: wrap anything wider than int64 (u64 fields)
+        t.emit(f"r{a} = E.arg({int(name[3:])})")
+        t.emit(f"if r{a}.__class__ is int and (r{a} > {MAX} or r{a} < {MIN}): r{a} = _wrap(r{a})")
+
+
+def _efield(t, a, k):
+    t.wrote(a)
+    t.emit(f"r{a} = _field(E, {t.string_const(k)})")
+
+
+def _register(t, p, r):
+    t.emit(f"_register({int(p)}, r{r})")
+
+
+_BY_NAME = {
+    "MOVE": _move, "LOADK": _loadk, "LOADNIL": _loadnil, "LOADBOOL": _loadbool,
+    "NEWBOX": _newbox, "GETBOX": _getbox, "SETBOX": _setbox,
+    "GETUPVAL": _getupval, "SETUPVAL": _setupval, "CLOSURE": _closure,
+    "NEWTABLE": _newtable, "GETTABLE": _gettable, "SETTABLE": _settable,
+    "ADDTABLE": _addtable, "AGGTABLE": _aggtable,
+    "ADD": _arith("+"), "SUB": _arith("-"), "MUL": _arith("*"),
+    "DIV": _helper_arith("_div"), "MOD": _helper_arith("_mod"),
+    "CONCAT": _concat, "EQ": _eq, "NE": _ne, "LT": _order("<"), "LE": _order("<="),
+    "NOT": _not, "NEG": _neg,
+    "IF": _if, "ELSE": _else, "END": _end, "LOOP": _loop, "FORNUM": _fornum,
+    "FORPAIRS": _forpairs, "BREAK": _break,
+    "CALL": _call, "TAILCALL": _tailcall, "CALLB": _callb,
+    "RETURN": _return, "RETURN0": _return0,
+    "EVAR": _evar, "EFIELD": _efield, "REGISTER": _register,
+}
+_TEMPLATES = tuple(_BY_NAME[row.name] for row in op.OPCODES)  # KeyError: a new opcode needs a template
