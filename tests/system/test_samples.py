@@ -1,0 +1,138 @@
+"""Every script in samples/ runs on the real kernel and prints what its
+header says (root; a real ktapd on a private socket; short durations)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import kernel_unavailable_reason, require_kernel
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+HIST_HEADER = "                         value ------------- Distribution ------------- count"
+QUANT_HEADER = "           value  ------------- Distribution ------------- count"
+HIST_ROW = re.compile(r"^ {0,30}\S.{0,30} \|[@ ]{38}\d+$")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    reason = kernel_unavailable_reason()
+    if reason:
+        require_kernel(reason)
+    if not (ROOT / "ktapd" / "__main__.py").exists():
+        require_kernel("ktapd is not in this checkout yet")
+    sock = tmp_path_factory.mktemp("ktapd") / "ktapd.sock"
+    log_path = sock.parent / "ktapd.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ktapd", "--socket", str(sock)], cwd=ROOT, stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"ktapd did not start:\n{log_path.read_text()}")
+        time.sleep(0.02)
+    yield str(sock)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_sample(sock, name, *args, timeout=60):
+    result = subprocess.run(
+        [sys.executable, "-m", "ktapctl.cli", "--socket", sock, "-q", str(SAMPLES / name), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def busy(seconds: float = 0.5) -> list[str]:
+    """A workload that makes system calls, reads, opens and mallocs."""
+    code = (
+        "import os, time\n"
+        f"end = time.time() + {seconds}\n"
+        "while time.time() < end:\n"
+        "    with open('/etc/hostname') as f: f.read()\n"
+        "    os.getppid()\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def test_syscall_top(daemon):
+    out = run_sample(daemon, "syscall_top.kp", "1")
+    lines = out.splitlines()
+    assert lines[0] == HIST_HEADER
+    assert 1 <= len(lines) - 1 <= 21
+    assert all(HIST_ROW.match(line) or line.strip() == "... |" for line in lines[1:]), lines
+
+
+def test_syscall_hist_of_a_command(daemon):
+    out = run_sample(daemon, "syscall_hist.kp", "--", *busy(0.3))
+    lines = out.splitlines()
+    assert lines[0] == HIST_HEADER
+    keys = [line.split("|")[0].strip() for line in lines[1:]]
+    assert "sys_enter_getppid" in keys and "sys_enter_read" in keys
+
+
+def test_opensnoop(daemon):
+    out = run_sample(daemon, "opensnoop.kp", "--", *busy(0.3))
+    lines = out.splitlines()
+    assert lines[0].split() == ["COMM", "PID", "PATH"]
+    assert any(line.split()[-1] == "/etc/hostname" for line in lines[1:]), lines[:10]
+
+
+def test_read_latency(daemon):
+    out = run_sample(daemon, "read_latency.kp", "1", "--", *busy(0.3))
+    lines = out.splitlines()
+    summary = re.match(
+        r"read\(2\) latency, ns: count (\d+) avg (\d+) min (\d+) max (\d+)", lines[0]
+    )
+    assert summary, lines[0]
+    count, avg, low, high = map(int, summary.groups())
+    assert count > 0 and low <= avg <= high
+    assert lines[1] == QUANT_HEADER
+    assert sum(int(line.split()[-1]) for line in lines[2:]) == count
+
+
+def test_profile(daemon):
+    out = run_sample(daemon, "profile.kp", "1")
+    lines = out.splitlines()
+    assert lines[0] == HIST_HEADER
+    assert len(lines) >= 2 and all(HIST_ROW.match(line) for line in lines[1:]), lines
+
+
+def test_profile_ustack(daemon):
+    code = "import time\nend = time.time() + 0.5\nwhile time.time() < end: sum(range(1000))\n"
+    out = run_sample(daemon, "profile_ustack.kp", "--", sys.executable, "-c", code)
+    lines = out.splitlines()
+    assert lines[0] == HIST_HEADER
+    bars = [line for line in lines[1:] if line.startswith(" " * 31 + " |")]
+    assert bars, lines
+
+
+def test_malloc_size(daemon):
+    out = run_sample(daemon, "malloc_size.kp", "--", "ls", "-l", "/usr/bin")
+    lines = out.splitlines()
+    calls = re.match(r"malloc calls:\t(\d+)\tbytes asked:\t(\d+)", lines[0])
+    assert calls and int(calls.group(1)) > 0, lines[0]
+    assert lines[1] == QUANT_HEADER
+    assert HIST_HEADER in lines
+
+
+def test_every_sample_has_a_test():
+    tested = {name for name in re.findall(r'"(\w+\.kp)"', Path(__file__).read_text())}
+    assert {p.name for p in SAMPLES.glob("*.kp")} <= tested
