@@ -478,8 +478,14 @@ class CodeGen:
         """Evaluate what a store needs before the right sides run."""
         if isinstance(target, ast.Name):
             return ("var", self.res.refs[target])
-        table = self.exp_any(target.obj)
-        return ("table", table, self.key(target))
+        # Copies, not a local's own register: an earlier store may change it.
+        table = self.alloc()
+        self.exp_into(target.obj, table)
+        if isinstance(target, ast.Field):
+            return ("table", table, self.key(target))
+        key = self.alloc()
+        self.exp_into(target.key, key)
+        return ("table", table, key)
 
     def key(self, target: ast.Index | ast.Field) -> int:
         if isinstance(target, ast.Field):

@@ -202,7 +202,7 @@ class Resolver:
         if s.value is not None:
             self.expr(s.value)
 
-    def _probe(self, s: ast.Stat, word: str, probe: Probe, body: ast.Block) -> None:
+    def _probe(self, s: ast.Stat, word: str, name: str, probe: Probe, body: ast.Block) -> None:
         if self.func is not self.res.main:
             self.error(f"'{word}' is only allowed in the main chunk, "
                        "not inside a function or another handler", s.span)
@@ -210,7 +210,7 @@ class Resolver:
             self.error(f"too many probes in the script (limit {limits.MAX_PROBES})", s.span)
         self.res.probes[s] = len(self.res.probe_table)
         self.res.probe_table.append(probe)
-        name = f"<{word}>"[:250]
+        name = f"<{name}>"[:250]
         self.function_body(s, FuncInfo(name, "handler", self.func, s.span.line), (), body)
 
     def s_Trace(self, s: ast.Trace) -> None:
@@ -228,10 +228,10 @@ class Resolver:
             if msg:
                 self.error(msg, s.filter.span)
         probe = Probe(PROBE_TRACE, tuple(e.text for e in s.events), filt, 0, s.span.line)
-        self._probe(s, "trace " + ", ".join(e.text for e in s.events), probe, s.body)
+        self._probe(s, "trace", "trace " + ", ".join(e.text for e in s.events), probe, s.body)
 
     def s_TraceEnd(self, s: ast.TraceEnd) -> None:
-        self._probe(s, "trace_end", Probe(PROBE_END, line=s.span.line), s.body)
+        self._probe(s, "trace_end", "trace_end", Probe(PROBE_END, line=s.span.line), s.body)
 
     def s_Timer(self, s: ast.Timer) -> None:
         period, msg = events.parse_interval(s.interval.text)
@@ -239,7 +239,7 @@ class Resolver:
             self.error(msg, s.interval.span)
         kind = PROBE_TICK if s.kind == "tick" else PROBE_PROFILE
         probe = Probe(kind, period_ns=period, line=s.span.line)
-        self._probe(s, f"{s.kind}-{s.interval.text}", probe, s.body)
+        self._probe(s, s.kind, f"{s.kind}-{s.interval.text}", probe, s.body)
 
     def s_Assign(self, s: ast.Assign) -> None:
         for v in s.values:
