@@ -300,7 +300,7 @@ class SessionState:
     started: bool = False
     interrupts: int = 0
     status: int | None = None
-    error: ClientError | None = None
+    error: ClientError | BrokenPipeError | None = None
 
 
 async def stream_session(
@@ -324,9 +324,11 @@ async def stream_session(
         try:
             await channel.send(first)
             state.status = await _relay(channel, opts, sink, workload, state)
-        except ClientError as exc:
-            # Raised outside the nursery, so callers see a ClientError and
-            # not an exception group.
+        except (ClientError, BrokenPipeError) as exc:
+            # Re-raised outside the nursery, so callers see the exception
+            # itself and not an exception group.  (BrokenPipeError: the
+            # reader of our stdout left; closing the connection stops the
+            # session in the daemon.)
             state.error = exc
         finally:
             sink.flush()

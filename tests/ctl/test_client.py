@@ -355,3 +355,23 @@ def test_workload_outliving_session_is_terminated(sock, kpc):
     assert proc.returncode == 0
     assert time.monotonic() - start < 10
     assert not os.path.exists(f"/proc/{ends_early.pid}")
+
+
+async def chatty(peer):
+    await peer.receive()
+    await peer.send(msg.Started(session=3, probes=1))
+    for _ in range(2000):
+        await peer.send(msg.Output(session=3, records=(records.Text("line\n" * 50),)))
+    await peer.send(msg.Ended(session=3, ok=True, reason="finished"))
+    await peer.receive()
+
+
+def test_reader_leaving_is_not_an_error(sock, kpc):
+    with FakeDaemon(sock, chatty):
+        ktap = ktapctl("--socket", sock, kpc)
+        head = subprocess.run(["head", "-1"], stdin=ktap.stdout, capture_output=True, text=True)
+        ktap.stdout.close()
+        _, err = ktap.communicate(timeout=20)
+    assert head.stdout == "Tracing... Hit Ctrl-C to end.\n"
+    assert ktap.returncode == 0, err
+    assert "Traceback" not in err
