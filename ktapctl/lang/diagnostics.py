@@ -49,12 +49,15 @@ class Diagnostic:
         head = f"{filename}:{sp.line}:{sp.col}: {self.severity}: {self.message}"
         if not 1 <= sp.line <= len(source_lines):
             return head
-        text = source_lines[sp.line - 1].expandtabs(1)
+        text = source_lines[sp.line - 1]
         start = max(sp.col - 1, 0)
         # A span that runs past its first line is underlined to the end of it.
         end = sp.end_col - 1 if sp.end_line == sp.line else len(text)
         width = max(end - start, 1)
-        caret = " " * start + "^" + "~" * (width - 1)
+        # Tabs stay tabs under the source line so the caret lines up.
+        indent = "".join(c if c == "\t" else " " for c in text[:start])
+        indent += " " * (start - len(indent))
+        caret = indent + "^" + "~" * (width - 1)
         return f"{head}\n{text}\n{caret}"
 
 

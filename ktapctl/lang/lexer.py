@@ -370,9 +370,11 @@ class Lexer:
     def _interval(self) -> Iterator[Token]:
         """After tick/profile: '-' and the raw interval text ("1s", "100ms")."""
         self._skip_space_and_comments()
-        if not self.text.startswith("-", self.pos):
-            return  # the parser reports the missing '-'
         start, line, col = self.pos, self.line, self._col(self.pos)
+        if not self.text.startswith("-", self.pos):
+            word = self.tokens[-1].value
+            raise self._error(f"expected '-' and an interval after '{word}' (as in {word}-1s)",
+                              start)
         self._advance_to(start + 1)
         yield self._token("_MINUS", "-", start, line, col)
         while self.pos < len(self.text) and self.text[self.pos] in " \t":

@@ -159,6 +159,9 @@ def _explain(exc, tokens) -> Diagnostic:
     if "_LPAR" in expected and before and before[-1].type in _CONDITION_KEYWORDS:
         word = TOKEN_TEXT[before[-1].type]
         return Diagnostic(f"expected '(' after {word}: conditions take parentheses", span)
+    if tok.type == "EVENTSPEC":
+        return Diagnostic("expected '{' to start the block of 'trace' (or ',' before another "
+                          f"event), found '{tok.value}'", span)
     if "_LBRACE" in expected and not expected & {"NAME", "NUMBER", "STRING", "_FUNCTION"}:
         owner = _block_owner(before)
         if owner:
@@ -167,19 +170,22 @@ def _explain(exc, tokens) -> Diagnostic:
         return Diagnostic("expected an event specification after 'trace'", span)
     if "INTERVAL" in expected:
         return Diagnostic("expected an interval such as '1s' or '100ms'", span)
-    if "_MINUS" in expected and before and before[-1].type in ("_TICK", "_PROFILE"):
-        word = TOKEN_TEXT[before[-1].type]
-        return Diagnostic(f"expected '-' and an interval after {word} (as in {word[:-1]}-1s')",
-                          span)
     if tok.type in ("_ELSE", "_ELSEIF"):
         return Diagnostic(f"{unexpected}: it must follow the block of an 'if'", span)
     if tok.type == "_RBRACE" and "_RBRACE" not in expected:
         return Diagnostic(f"{unexpected}: no block is open here", span)
     if tok.type == "$END" and "_RBRACE" in expected:
         return Diagnostic("unexpected end of the script: expected '}' to close a block", span)
+    if "NUMBER" in expected and "_RPAR" not in expected:
+        return Diagnostic(f"{unexpected}; expected an expression", span)
     wanted = sorted({TOKEN_TEXT.get(e, e) for e in expected if not e.startswith("$")})
     if wanted and len(wanted) <= 4:
         return Diagnostic(f"{unexpected}; expected {_or_list(wanted)}", span)
+    owner = _open_paren_owner(before) if "_RPAR" in expected else None
+    if owner == "_FOR" and tok.type == "_LBRACE":
+        return Diagnostic("expected ')' to close 'for (...)', found '{'", span)
+    if owner in ("NAME", "_RPAR", "_RSQB"):  # the '(' of a call
+        return Diagnostic(f"{unexpected}; expected ')'", span)
     return Diagnostic(unexpected, span)
 
 
