@@ -48,6 +48,7 @@ __all__ = [
     "Started",
     "Status",
     "from_wire",
+    "record_from_wire",
     "to_wire",
 ]
 
@@ -334,7 +335,8 @@ _RECORD_FIELD_TYPES: dict[type, tuple[tuple[str, type], ...]] = {
 }
 
 
-def _record(v: object) -> records.Record:
+def record_from_wire(v: object) -> records.Record:
+    """A record from its wire map, every field type-checked (MessageError if not)."""
     try:
         record = records.from_wire(v)
     except records.RecordError as exc:
@@ -407,7 +409,10 @@ MESSAGE_TABLE: tuple[MessageSpec, ...] = (
     MessageSpec(SERVER, "started", Started, (("session", _COUNT), ("probes", _COUNT))),
     MessageSpec(SERVER, "detached", Detached, (("session", _COUNT),)),
     MessageSpec(
-        SERVER, "output", Output, (("session", _COUNT), ("records", _list_of(_record, MAX_RECORDS)))
+        SERVER,
+        "output",
+        Output,
+        (("session", _COUNT), ("records", _list_of(record_from_wire, MAX_RECORDS))),
     ),
     MessageSpec(SERVER, "lost", Lost, (("session", _COUNT), ("reason", _STR), ("count", _COUNT))),
     MessageSpec(SERVER, "ended", Ended, (("session", _COUNT), ("ok", _BOOL), ("reason", _STR))),

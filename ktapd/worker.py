@@ -1,0 +1,366 @@
+"""A session's worker process: runs the VM and reads the rings, unprivileged.
+
+ktapd starts one worker per session (DESIGN decision 6) as
+``python -m ktapd.worker --fd N`` under ``setpriv --no-new-privs``, with
+one end of a Unix socketpair as fd N.  The worker imports everything it
+will need, then drops to the worker user (setgroups([]), setgid, setuid:
+this also clears every capability) *before* it decodes or runs any
+bytecode.  From then on it can read only what the daemon hands it: the
+program and options as plain data, the perf fds by SCM_RIGHTS.  A VM bug
+cannot become root, a stuck session cannot stall another, and sessions use
+all cores.
+
+The channel to the daemon (the "worker wire")
+---------------------------------------------
+Frames as in protocol/framing.py (4-byte length + msgpack map); every map
+has a ``t`` field.  File descriptors ride on ``fds`` frames (at most
+``FDS_PER_FRAME`` per frame, attached to the frame's bytes) and are
+collected in arrival order.
+
+daemon -> worker:
+  start   program (bytes), argv [str], limits {name: int}, admin bool,
+          uid, gid (to drop to), print_timestamp, dry_run, verbose (bool)
+  fds     n: the number of fds attached
+  probes  opened: OpenedEvents.to_wire() of the fds sent so far
+  refuse  message: the probes could not be opened (the session fails)
+  stop    the session is stopping (exit, kill, process exited, ...)
+worker -> daemon:
+  output      records: [record wire maps] (protocol/records.py)
+  registered  probes: [index]: main ran and registered these entries of the
+              program's probe table; open them (the daemon opens what its own
+              verified copy of the program says, never specs from the worker)
+  running     probes: count: events are on, handlers run
+  lost        reason, count: newly lost (ring overruns)
+  done        ok: bool, reason: "finished" | "exit" | "stopped" | "error",
+              lost: {reason: total}
+
+The lifecycle follows LANGUAGE.md "Program phases": main chunk ->
+(registered -> probes -> running -> events until stop, exit() or an
+error) -> probes off and final drain -> trace_end (not after an error)
+-> done.
+
+This module must not open perf events, touch tracefs or talk to clients:
+the daemon does that (ktapd/session.py).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import select
+import socket
+import sys
+import traceback
+
+import msgpack
+
+from protocol import records
+from protocol.framing import FrameReader, frame
+
+FDS_PER_FRAME = 250  # the kernel takes at most 253 (SCM_MAX_FD) per message
+RECEIVE_SIZE = 256 * 1024
+MAX_BATCH = 2048  # records per output frame; a handler printing more flushes early
+POLL_MS = 100  # upper bound on how long output and stop requests may wait
+RING_PAGES = 64  # data pages per ring (256 KiB): the worker user's mlock budget is shared
+
+
+class WireError(Exception):
+    """The other end broke the worker wire (or went away)."""
+
+
+def pack(doc: dict) -> bytes:
+    return frame(msgpack.packb(doc, use_bin_type=True))
+
+
+def unpack(payload: bytes) -> dict:
+    try:
+        doc = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many types
+        raise WireError(f"bad worker frame: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("t"), str):
+        raise WireError("worker frame without a type")
+    return doc
+
+
+def fds_frames(fds: list[int]) -> list[tuple[bytes, list[int]]]:
+    """(frame bytes, fds to attach) for sending ``fds`` in batches."""
+    out = []
+    for start in range(0, len(fds), FDS_PER_FRAME):
+        batch = fds[start : start + FDS_PER_FRAME]
+        out.append((pack({"t": "fds", "n": len(batch)}), batch))
+    return out
+
+
+def text_wire(record: records.Record) -> dict:
+    """records.to_wire, with a fast path for the common record."""
+    if type(record) is records.Text:
+        return {"r": "text", "text": record.text, "time_ns": record.time_ns}
+    return records.to_wire(record)
+
+
+# --- the worker side of the wire ------------------------------------------------------
+
+
+class Channel:
+    """Blocking channel to the daemon, with fd collection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = FrameReader()
+        self.fds: list[int] = []
+        self._fd_space = socket.CMSG_SPACE(FDS_PER_FRAME * array.array("i").itemsize)
+
+    def send(self, doc: dict) -> None:
+        self.sock.sendall(pack(doc))
+
+    def receive(self, block: bool = True) -> dict | None:
+        """The next message; None if ``block`` is false and none is complete."""
+        while True:
+            payload = self.reader.next_frame()
+            if payload is not None:
+                doc = unpack(payload)
+                return doc
+            if not block and not _readable(self.sock):
+                return None
+            data, ancdata, _flags, _addr = self.sock.recvmsg(RECEIVE_SIZE, self._fd_space)
+            for level, kind, blob in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(blob[: len(blob) - len(blob) % fds.itemsize])
+                    self.fds.extend(fds)
+            if not data:
+                raise WireError("the daemon closed the channel")
+            self.reader.feed(data)
+
+    def take_fds(self, n: int) -> list[int]:
+        if n > len(self.fds):
+            raise WireError(f"expected {n} fds, {len(self.fds)} arrived")
+        taken, self.fds = self.fds[:n], self.fds[n:]
+        return taken
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+class Stopped(Exception):
+    """The daemon asked the session to stop."""
+
+
+class Worker:
+    """One session, run to its end.  ``run()`` returns when ``done`` was sent."""
+
+    def __init__(self, channel: Channel, start: dict) -> None:
+        self.channel = channel
+        self.start = start
+        self.batch: list[dict] = []
+        self.dry_run = bool(start.get("dry_run"))
+        self.failed = False  # a run-time error happened: no trace_end
+        self.stopped = False
+        self.lost_sent = 0
+        self.lost_total = 0
+
+    # --- output -----------------------------------------------------------------
+    def emit(self, record: records.Record) -> None:
+        self.batch.append(text_wire(record))
+        if len(self.batch) >= MAX_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            batch, self.batch = self.batch, []
+            self.channel.send({"t": "output", "records": batch})
+
+    # --- phases ---------------------------------------------------------------
+    def run(self) -> None:
+        from ktapd import verifier, vm
+        from protocol.bytecode.encoding import DecodeError, decode
+        from protocol.limits import RuntimeLimits
+
+        try:
+            program = decode(self.start["program"])
+            verified = verifier.verify(program, admin=bool(self.start.get("admin")))
+        except (DecodeError, verifier.VerifyError) as exc:
+            # The daemon verified it already; this only happens if it changed.
+            self.emit(records.Error(f"refused: {exc}", "", 0))
+            return self.done(False, "error")
+        limits = RuntimeLimits(**self.start.get("limits", {}))
+        self.machine = machine = vm.Machine(
+            verified,
+            emit=self.emit,
+            limits=limits,
+            timestamps=bool(self.start.get("print_timestamp")),
+        )
+        if not machine.run_main(script_args(self.start.get("argv", []))):
+            return self.done(False, "error")
+        regs = machine.registrations  # probes and timers; trace_end handlers are kept apart
+        reason = "finished"
+        if regs and not machine.exit_requested:
+            try:
+                reason = self.trace(regs)
+            except Stopped:
+                reason = "stopped"
+        if self.failed:
+            return self.done(False, "error")
+        if not machine.run_end():
+            return self.done(False, "error")
+        return self.done(True, reason)
+
+    def trace(self, regs: list) -> str:
+        """Probes on until something stops them; returns the done reason."""
+        from ktapd.probes.perf_event import OpenedEvents, RingSet
+
+        self.flush()
+        self.channel.send({"t": "registered", "probes": sorted({r.index for r in regs})})
+        opened = None
+        while opened is None:
+            msg = self.channel.receive()
+            if msg["t"] == "fds":
+                continue  # collected by the channel
+            if msg["t"] == "probes":
+                doc = msg["opened"]
+                opened = OpenedEvents.from_wire(doc, self.channel.take_fds(len(doc["slots"])))
+            elif msg["t"] == "refuse":
+                self.failed = True
+                return "error"
+            elif msg["t"] == "stop":
+                raise Stopped
+        by_tag: dict[int, list] = {}
+        for reg in regs:
+            by_tag.setdefault(reg.index, []).append(reg)
+        ticks = {d.tag for d in opened.descs if d.kind == "tick"}
+        rings = RingSet(opened, pages=RING_PAGES)
+        machine = self.machine
+
+        def on_event(event) -> None:
+            if self.failed or self.dry_run:
+                return
+            tag = event.tag
+            context = None if tag in ticks else event
+            for reg in by_tag.get(tag, ()):
+                if not machine.run_handler(reg, context):
+                    self.failed = True
+                    return
+
+        poller = select.poll()
+        poller.register(self.channel.sock, select.POLLIN)
+        for fd in rings.filenos():
+            poller.register(fd, select.POLLIN)
+        reason = "finished"
+        try:
+            rings.enable()
+            self.channel.send({"t": "running", "probes": len(opened.fds)})
+            while True:
+                ready = poller.poll(POLL_MS)
+                if any(fd == self.channel.sock.fileno() for fd, _ in ready):
+                    if self._stop_requested():
+                        reason = "stopped"
+                        break
+                rings.drain(on_event)
+                self.flush()
+                self._report_lost(rings.lost)
+                if self.failed:
+                    reason = "error"
+                    break
+                if machine.exit_requested:
+                    reason = "exit"
+                    break
+            # Probes off, then whatever is still in the rings (LANGUAGE.md phase 3).
+            rings.finish(on_event if not self.failed else _ignore)
+            self.flush()
+            self._report_lost(rings.lost)
+        finally:
+            rings.close()
+            opened.close()
+        return reason
+
+    def _stop_requested(self) -> bool:
+        while (msg := self.channel.receive(block=False)) is not None:
+            if msg["t"] == "stop":
+                return True
+        return False
+
+    def _report_lost(self, total: int) -> None:
+        if total > self.lost_sent:
+            self.channel.send({"t": "lost", "reason": "ring", "count": total - self.lost_sent})
+            self.lost_sent = total
+
+    def done(self, ok: bool, reason: str) -> None:
+        self.flush()
+        lost = {"ring": self.lost_sent} if self.lost_sent else {}
+        self.channel.send({"t": "done", "ok": ok, "reason": reason, "lost": lost})
+
+
+def _ignore(_event) -> None:
+    pass
+
+
+def script_args(argv: list[str]) -> list:
+    """ktap's arg table: arg[0] the script name, then words; base-10 integers become numbers."""
+    out: list = []
+    for i, word in enumerate(argv):
+        if i > 0 and _is_decimal(word):
+            out.append(int(word))
+        else:
+            out.append(word)
+    return out
+
+
+def _is_decimal(word: str) -> bool:
+    digits = word[1:] if word[:1] in "+-" else word
+    return digits.isascii() and digits.isdigit()
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become ``uid``/``gid`` with no supplementary groups, for good."""
+    if os.getuid() == 0 or os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    if uid != 0 and (os.geteuid() == 0 or os.getegid() == 0 and gid != 0):
+        raise OSError("could not drop root privileges")
+
+
+def _preload() -> None:
+    # Everything the worker will import, imported while it can still read
+    # the interpreter's files (the worker user may not be able to).
+    import encodings.idna  # noqa: F401  (lazy codec imports)
+
+    import ktapd.probes.events  # noqa: F401
+    import ktapd.probes.perf_event  # noqa: F401
+    import ktapd.verifier  # noqa: F401
+    import ktapd.vm  # noqa: F401
+    import protocol.bytecode.encoding  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "--fd":
+        print("usage: python -m ktapd.worker --fd N  (started by ktapd)", file=sys.stderr)
+        return 2
+    sock = socket.socket(fileno=int(argv[1]))
+    channel = Channel(sock)
+    try:
+        start = channel.receive()
+        if start["t"] != "start":
+            raise WireError(f"expected start, got {start['t']}")
+        _preload()
+        drop_privileges(int(start["uid"]), int(start["gid"]))
+        Worker(channel, start).run()
+    except (WireError, BrokenPipeError, ConnectionResetError) as exc:
+        print(f"ktapd worker {os.getpid()}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug here or in the VM: tell the client, then die
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            message = f"internal error in the session worker: {type(exc).__name__}: {exc}"
+            channel.send({"t": "output", "records": [records.to_wire(records.Error(message))]})
+        return 1
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
