@@ -548,11 +548,19 @@ SYMBOL_PREFIXES = {"functions": "probe", "markers": "sdt"}
 
 
 def symbol_line(action: str, dso: str, symbol: str) -> str:
-    """``probe:DSO:sym`` for a function; ``sdt:DSO:name`` for a marker (the
-    daemon names markers ``provider:name``; the spec takes the name)."""
+    """``probe:DSO:sym`` for a function, ``sdt:DSO:name`` for a marker.
+
+    A daemon that already answers with whole specs (``probe:/real/path:sym``,
+    ``sdt:/real/path:provider:name``) is printed as it said: it knows the
+    form its probe layer accepts.  Bare names get the prefix and the DSO as
+    the user wrote it; a bare ``provider:name`` marker keeps only the name,
+    as ktap printed it."""
+    prefix = SYMBOL_PREFIXES[action]
+    if symbol.startswith(prefix + ":"):
+        return symbol
     if action == "markers":
         symbol = symbol.rpartition(":")[2]
-    return f"{SYMBOL_PREFIXES[action]}:{dso}:{symbol}"
+    return f"{prefix}:{dso}:{symbol}"
 
 
 def format_sessions(data: object) -> str:

@@ -174,7 +174,12 @@ async def replies(peer):
         elif isinstance(request, msg.ListEvents):
             await peer.send(msg.Reply(of="events", data=[f"glob={request.glob}", "sched:x"]))
         elif isinstance(request, msg.ListSymbols):
-            names = ["malloc", "free"] if request.what == "functions" else ["libc:setjmp"]
+            names = {
+                "functions": ["malloc", "free"],
+                "markers": ["libc:setjmp"],
+            }[request.what]
+            if request.path == "/full/specs":
+                names = [f"probe:/usr/lib/x.so:{name}" for name in names]
             await peer.send(msg.Reply(of="symbols", data=names))
         elif isinstance(request, msg.Kill):
             if request.session == 99:
@@ -203,6 +208,8 @@ def test_list_status_events_symbols_kill(sock, capsys):
         assert capsys.readouterr().out == "probe:/bin/true:malloc\nprobe:/bin/true:free\n"
         assert run_main(["-lm", "libc.so"], sock) == 0
         assert capsys.readouterr().out == "sdt:libc.so:setjmp\n"
+        assert run_main(["-lf", "/full/specs"], sock) == 0
+        assert capsys.readouterr().out == "probe:/usr/lib/x.so:malloc\nprobe:/usr/lib/x.so:free\n"
         assert run_main(["kill", "4"], sock) == 0
         assert run_main(["kill", "99"], sock) == 1
         assert "no session 99" in capsys.readouterr().err
