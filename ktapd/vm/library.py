@@ -265,7 +265,7 @@ class Library:
     # --- control --------------------------------------------------------
 
     def exit_(self) -> None:
-        self.m.exit_requested = True
+        self.m.request_exit()
         raise ExitSignal()
 
     # --- event ----------------------------------------------------------

@@ -55,6 +55,27 @@ DEFAULT_LIMITS = RuntimeLimits()
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 
 
+# Machine.run_handler, compiled into the program's namespace so that E and S
+# are plain global stores.  Fixed text: nothing in it comes from a program.
+_DISPATCH = """
+def run_handler(reg, event):
+    global E, S
+    if H:
+        return not M.failed
+    E = P if event is None else event
+    S = HSTEPS
+    try:
+        result = reg.handler()
+        if result.__class__ is _Tail:
+            _tramp(result)
+    except BaseException as exc:
+        return _caught(exc)
+    if OUT:
+        _flush()
+    return True
+"""
+
+
 @dataclass(frozen=True)
 class Registration:
     """A probe or timer handler registered by the main chunk (REGISTER).
@@ -102,6 +123,12 @@ def _fornum(start: object, stop: object, step: object) -> range:
     return range(start, stop + 1 if step > 0 else stop - 1, step)
 
 
+def _clip(numbers: range, budget: int):
+    """The first ``budget`` values, then the budget error (leaf FORNUM loops)."""
+    yield from numbers[:budget]
+    _budget()
+
+
 def _field(event, name: str):
     try:
         value = event.field(name)
@@ -143,6 +170,7 @@ _HELPERS = {
     "_strlong": values.string_too_long,
     "_pairs": values.pairs_snapshot,
     "_fornum": _fornum,
+    "_clip": _clip,
     "_budget": _budget,
     "_overflow": _overflow,
     "_notfn": _notfn,
@@ -167,12 +195,11 @@ class Machine:
         self.timestamps = timestamps  # stamp Text records with the event time (-T)
         self.registrations: list[Registration] = []
         self.end_handlers: list[Callable] = []
-        self.exit_requested = False
+        self._exit_requested = False
         self.failed = False
         self._emit = emit
         self._out: list[str] = []
         self._in_main = False
-        self._event = None
         self._process = ProcessContext()
 
         source = translate.translate_program(
@@ -188,8 +215,18 @@ class Machine:
         ns["E"] = self._process
         ns["S"] = 0
         ns["D"] = 0
-        exec(compile(source.text(), translate.FILENAME, "exec"), ns)  # noqa: S102 - fixed templates
+        ns["H"] = False  # halted: failed or exit requested
+        ns["P"] = self._process
+        ns["HSTEPS"] = limits.handler_steps
+        ns["OUT"] = self._out
+        ns["_flush"] = self._flush
+        ns["_caught"] = self._caught
+        ns["_tramp"] = self._trampoline
+        ns["M"] = self
         self._ns = ns
+        exec(compile(source.text(), translate.FILENAME, "exec"), ns)  # noqa: S102 - fixed templates
+        exec(compile(_DISPATCH, "<ktap-dispatch>", "exec"), ns)  # noqa: S102
+        self.run_handler = ns["run_handler"]
         self._main = ns["_mk0"]()
 
     # --- entry points -------------------------------------------------------
@@ -210,25 +247,16 @@ class Machine:
             self._in_main = False
 
     def run_handler(self, reg: Registration, event) -> bool:
-        """Run one probe/timer handler for ``event`` (None for tick timers)."""
-        if self.failed:
-            return False
-        if self.exit_requested:
-            return True
+        """Run one probe/timer handler for ``event`` (None for tick timers);
+        False after a run-time error.  Replaced in __init__ by the same
+        logic compiled into the program's namespace (_DISPATCH), which
+        saves the dict stores of this version on every event."""
+        if self._halted():
+            return not self.failed
         ns = self._ns
-        self._event = event
         ns["E"] = self._process if event is None else event
         ns["S"] = self.limits.handler_steps
-        ns["D"] = 0
-        try:
-            result = reg.handler()
-            if result.__class__ is _Tail:
-                self._trampoline(result)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
-            return self._caught(exc)
-        if self._out:
-            self._flush()
-        return True
+        return self._call(reg.handler, ())
 
     def run_end(self) -> bool:
         """Run the trace_end handler(s), if registered, with the main-chunk budget."""
@@ -241,7 +269,20 @@ class Machine:
 
     def event(self):
         """The current event, or None outside events."""
-        return self._event
+        event = self._ns["E"]
+        return None if event is self._process else event
+
+    @property
+    def exit_requested(self) -> bool:
+        """exit() was called: the session should stop tracing (trace_end still runs)."""
+        return self._exit_requested
+
+    def request_exit(self) -> None:
+        self._exit_requested = True
+        self._ns["H"] = True
+
+    def _halted(self) -> bool:
+        return self.failed or self._exit_requested
 
     def write(self, text: str) -> None:
         out = self._out
@@ -260,10 +301,12 @@ class Machine:
         if self.failed:
             return False
         ns = self._ns
-        self._event = event
         ns["E"] = self._process if event is None else event
         ns["S"] = steps
         ns["D"] = 0
+        return self._call(function, args)
+
+    def _call(self, function, args: tuple) -> bool:
         try:
             result = function(*args)
             if result.__class__ is _Tail:
@@ -299,6 +342,7 @@ class Machine:
             raise exc  # KeyboardInterrupt, SystemExit: not ours to swallow
         line = self._line_of(exc.__traceback__)
         self.failed = True
+        self._ns["H"] = True
         if self._out:
             self._flush()
         self._emit(Error(message=message, source=self.program.source_name, line=line))
@@ -319,7 +363,7 @@ class Machine:
     def _flush(self) -> None:
         text = "".join(self._out)
         self._out.clear()
-        event = self._event
+        event = self.event()
         stamp = event.time_ns if self.timestamps and event is not None else 0
         self._emit(Text(text=text, time_ns=stamp))
 

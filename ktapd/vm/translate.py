@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from protocol import limits as L
 from protocol.bytecode import opcodes as op
-from protocol.bytecode.builtins import EVENT_VARS
+from protocol.bytecode.builtins import BUILTINS, EVENT_VARS
 from protocol.bytecode.program import UPVAL_FROM_BOX, Function, Program
 
 FILENAME = "<ktap>"
@@ -89,6 +89,12 @@ class _FunctionTranslator:
         self.const: dict[int, str] = {}  # register -> literal int it holds
         self.ints: set[int] = set()  # registers known to hold an int
         self.origin: dict[int, int] = {}  # register -> upvalue it was read from
+        # Registers that only ever receive integers hold an int whenever they
+        # are read (they start at 0 instead of nil), so their type tests go.
+        self.static_ints = int_registers(f)
+        # A function with loops keeps its budget in the local ``s`` (cheaper
+        # than the global) and syncs the global ``S`` around calls and returns.
+        self.budget = "s" if any(op.OPCODES[ins[0]].block == op.LOOP_OPENS for ins in f.code) else "S"
 
     # --- emission helpers -------------------------------------------------
 
@@ -131,14 +137,26 @@ class _FunctionTranslator:
         self.emit(f"_k = r{r}")
         self.emit("if _k.__class__ is not str and _k.__class__ is not int: _k = _key(_k)")
 
+    def is_int(self, r: int) -> bool:
+        return r in self.ints or r in self.const or r in self.static_ints
+
     def step(self) -> None:
-        self.emit("S -= 1")
-        self.emit("if S < 0: _budget()")
+        self.emit(f"{self.budget} -= 1")
+        self.emit(f"if {self.budget} < 0: _budget()")
+
+    def sync_budget(self) -> None:
+        """Before leaving the function or calling: the global budget is the truth."""
+        if self.budget == "s":
+            if self.leaf_active is None:
+                self.emit("S = s")
+            else:  # the passes of the leaf loop so far are not charged yet
+                n = self.leaf_active
+                self.emit(f"S = s - _r{n}.index(_i{n}) - 1")
 
     def int_check(self, regs: list[int]) -> bool:
         """Open an ``if`` that holds when every register is an int; False if
         they are all known ints already (no test emitted)."""
-        tests = [f"r{r}.__class__ is int" for r in regs if r not in self.ints and r not in self.const]
+        tests = [f"r{r}.__class__ is int" for r in regs if not self.is_int(r)]
         if not tests:
             return False
         self.emit(f"if {' and '.join(tests)}:")
@@ -156,13 +174,20 @@ class _FunctionTranslator:
         self.emit(f"def f{self.index}({params}*_x):")
         self.depth = 2
         self.emit("global S, D")
-        locals_ = [f"r{i}" for i in range(f.nparams, f.nregs)]
-        if locals_:
-            self.emit(" = ".join(locals_) + " = None")
+        nils = [f"r{i}" for i in range(f.nparams, f.nregs) if i not in self.static_ints]
+        zeros = [f"r{i}" for i in sorted(self.static_ints)]
+        if nils:
+            self.emit(" = ".join(nils) + " = None")
+        if zeros:
+            self.emit(" = ".join(zeros) + " = 0")
+        if self.budget == "s":
+            self.emit("s = S")
         for r in f.boxed:
             # A boxed parameter arrives as a plain value; every other boxed
             # register starts as a fresh cell so GETBOX before NEWBOX is nil.
             self.emit(f"r{r} = [r{r}]" if r < f.nparams else f"r{r} = [None]")
+        self.leaf_open, self.leaf_close = leaf_loops(f)
+        self.leaf_active: int | None = None  # block depth of the leaf loop we are in
         for pc, ins in enumerate(f.code):
             self.pc = pc
             _TEMPLATES[ins[0]](self, *ins[1:])
@@ -282,17 +307,29 @@ def _addtable(t, a, b, c):
     t.key(b)
     name = t.table_name(a)
     t.emit("_d = _t.d")
-    t.emit("_o = _d.get(_k, 0)")
-    if c in t.const:
-        t.emit("if _o.__class__ is not int: _arith(_o)")
-        t.emit(f"_o += {t.const[c]}")
+    t.emit("_o = _d.get(_k)")
+    # An existing entry must be a number; a new one counts as 0 and must fit.
+    t.emit("if _o is None:")
+    t.emit(f"    if len(_d) >= _t.limit: _tfull(_t, {name})")
+    t.emit("    _o = 0")
+    if t.is_int(c):
+        t.emit("elif _o.__class__ is not int: _arith(_o)")
+        t.emit(f"_o += {t.reg(c)}")
     else:
+        t.emit("elif _o.__class__ is not int: _arith(_o)")
         t.emit(f"_n = r{c}")
-        t.emit("if _o.__class__ is not int or _n.__class__ is not int: _arith(_o, _n)")
+        t.emit("if _n.__class__ is not int: _arith(_n)")
         t.emit("_o += _n")
-    t.emit(f"if _o > {MAX} or _o < {MIN}: _o = _wrap(_o)")
-    t.emit(f"if len(_d) >= _t.limit and _k not in _d: _tfull(_t, {name})")
+    t.emit(f"if {_out_of_range('_o', t.const.get(c))}: _o = _wrap(_o)")
     t.emit("_d[_k] = _o")
+
+
+def _out_of_range(name: str, added: str | None) -> str:
+    """The int64 overflow test after adding ``added`` (a literal, if known):
+    adding a non-negative constant can only overflow upwards."""
+    if added is not None and not added.startswith("("):
+        return f"{name} > {MAX}"
+    return f"{name} > {MAX} or {name} < {MIN}"
 
 
 def _aggtable(t, a, b, c):
@@ -305,7 +342,8 @@ def _arith(symbol: str):
         if opened:
             t.depth += 1
         t.emit(f"r{a} = {t.reg(b)} {symbol} {t.reg(c)}")
-        t.emit(f"if r{a} > {MAX} or r{a} < {MIN}: r{a} = _wrap(r{a})")
+        added = t.const.get(c) if symbol == "+" else None
+        t.emit(f"if {_out_of_range(f'r{a}', added)}: r{a} = _wrap(r{a})")
         if opened:
             t.depth -= 1
             t.emit(f"else: _arith(r{b}, r{c})")
@@ -361,7 +399,7 @@ def _not(t, a, b):
 
 
 def _neg(t, a, b):
-    if b not in t.ints and b not in t.const:
+    if not t.is_int(b):
         t.emit(f"if r{b}.__class__ is not int: _arith(r{b})")
     t.emit(f"r{a} = -r{b}")
     t.emit(f"if r{a} > {MAX}: r{a} = {MIN}")
@@ -384,11 +422,6 @@ def _else(t):
     t.emit("pass")
 
 
-def _end(t):
-    t.forget()
-    t.depth -= 1
-
-
 def _loop(t):
     t.forget()
     t.emit("while True:")
@@ -398,10 +431,53 @@ def _loop(t):
 
 def _fornum(t, a, b, c, d):
     t.forget()
-    t.emit(f"for r{a} in _fornum(r{b}, r{c}, r{d}):")
+    if t.pc not in t.leaf_open:
+        t.emit(f"for r{a} in _fornum(r{b}, r{c}, r{d}):")
+        t.depth += 1
+        t.step()
+        t.ints.add(a)
+        return
+    # A leaf loop (no calls, no inner loops) is the only thing spending
+    # budget while it runs, so it is charged once at its end, exactly: the
+    # range is cut to the budget left (one pass more raises), and the
+    # passes done are the index of the last value (range.index is O(1)).
+    n = t.depth
+    t.emit(f"_r{n} = _fornum(r{b}, r{c}, r{d})")
+    t.emit(f"_i{n} = None")
+    t.emit(f"for _i{n} in (_r{n} if len(_r{n}) <= {t.budget} else _clip(_r{n}, {t.budget})):")
     t.depth += 1
-    t.step()
+    t.emit(f"r{a} = _i{n}")
     t.ints.add(a)
+    t.leaf_active = n
+
+
+def _end(t):
+    t.forget()
+    t.depth -= 1
+    if t.pc in t.leaf_close:
+        n = t.depth
+        t.emit(f"if _i{n} is not None: {t.budget} -= _r{n}.index(_i{n}) + 1")
+        t.leaf_active = None
+
+
+def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int]]:
+    """FORNUM loops whose body has no call and no loop: (opening pcs, END pcs)."""
+    opened: list[list] = []  # [pc, opcode, leaf?] per open block
+    leaf_open, leaf_close = set(), set()
+    for pc, ins in enumerate(f.code):
+        number = ins[0]
+        if number in (op.CALL, op.LOOP, op.FORNUM, op.FORPAIRS):
+            for block in opened:
+                block[2] = False
+        block_kind = op.OPCODES[number].block
+        if block_kind in (op.OPENS, op.LOOP_OPENS):
+            opened.append([pc, number, True])
+        elif block_kind == op.CLOSES:
+            start, opener, leaf = opened.pop()
+            if opener == op.FORNUM and leaf:
+                leaf_open.add(start)
+                leaf_close.add(pc)
+    return frozenset(leaf_open), frozenset(leaf_close)
 
 
 def _forpairs(t, a, b, c):
@@ -421,13 +497,17 @@ def _call(t, a, b, n):
     t.emit("D += 1")
     t.emit(f"if D > {t.dmax}: _overflow()")
     t.step()
+    t.sync_budget()
     t.emit(f"_v = _f({''.join(f'{t.reg(r)}, ' for r in range(b + 1, b + 1 + n))})")
     t.emit("while _v.__class__ is _Tail:")
     t.depth += 1
-    t.step()
+    t.emit("S -= 1")
+    t.emit("if S < 0: _budget()")
     t.emit("_v = _v.f(*_v.a)")
     t.depth -= 1
     t.emit("D -= 1")
+    if t.budget == "s":
+        t.emit("s = S")
     t.emit(f"r{a} = _v")
     t.wrote(a)
 
@@ -435,6 +515,7 @@ def _call(t, a, b, n):
 def _tailcall(t, a, n):
     t.emit(f"_f = r{a}")
     t.emit("if _f.__class__ is not _F: _notfn(_f)")
+    t.sync_budget()
     t.emit(f"return _Tail(_f, ({''.join(f'{t.reg(r)}, ' for r in range(a + 1, a + 1 + n))}))")
 
 
@@ -444,10 +525,12 @@ def _callb(t, a, ident, c, n):
 
 
 def _return(t, a):
+    t.sync_budget()
     t.emit(f"return {t.reg(a)}")
 
 
 def _return0(t):
+    t.sync_budget()
     t.emit("return None")
 
 
@@ -470,6 +553,49 @@ def _efield(t, a, k):
 
 def _register(t, p, r):
     t.emit(f"_register({int(p)}, r{r})")
+
+
+# Builtins whose result is always a number (for int_registers).
+_INT_BUILTINS = frozenset(
+    b.id for b in BUILTINS
+    if b.name in ("len", "gettimeofday_s", "gettimeofday_ms", "gettimeofday_us",
+                  "gettimeofday_ns", "num_cpus", "count", "sum", "avg", "min", "max")
+)
+_INT_RESULT_OPS = frozenset((op.ADD, op.SUB, op.MUL, op.DIV, op.MOD, op.NEG))
+
+
+def int_registers(f: Function) -> frozenset[int]:
+    """Plain non-parameter registers whose every write is an integer.
+
+    Fixpoint over the writes: an integer constant, arithmetic, a FORNUM
+    variable, an integer builtin, or a MOVE from such a register."""
+    candidates = set(range(f.nparams, f.nregs)) - set(f.boxed)
+    moves: list[tuple[int, int]] = []
+    for ins in f.code:
+        number = ins[0]
+        row = op.OPCODES[number]
+        for position, kind in enumerate(row.operands, start=1):
+            if kind != "w":
+                continue
+            reg = ins[position]
+            if number in _INT_RESULT_OPS or (number == op.FORNUM and position == 1):
+                continue
+            if number == op.LOADK and f.constants[ins[2]].__class__ is int:
+                continue
+            if number == op.CALLB and ins[2] in _INT_BUILTINS:
+                continue
+            if number == op.MOVE:
+                moves.append((reg, ins[2]))
+                continue
+            candidates.discard(reg)
+    changed = True
+    while changed:
+        changed = False
+        for dst, src in moves:
+            if dst in candidates and src not in candidates:
+                candidates.discard(dst)
+                changed = True
+    return frozenset(candidates)
 
 
 _BY_NAME = {

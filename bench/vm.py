@@ -1,0 +1,121 @@
+"""Per-invocation cost of VM handlers against plain Python doing the same work.
+
+Run: ``.venv/bin/python bench/vm.py [iterations]``.  Each case is a
+handler assembled by hand (the same bytecode the compiler emits for the
+script shown) and run through ``Machine.run_handler`` with a FakeEvent,
+next to a plain Python function given the same event that does the same
+work (same dict update, same loop, same formatting).  Both run in the
+same process, interleaved, best of several rounds; the ratio is what
+matters (target <= 3x).  Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "vm"))
+
+from ktap_asm import TRACE, K, fn, main_fn, prog  # noqa: E402
+
+from ktapd.verifier import verify  # noqa: E402
+from ktapd.vm import FakeEvent, Machine  # noqa: E402
+from protocol.records import Text  # noqa: E402
+
+
+def machine_with_handler(handler_code, upvalue_init):
+    """Main chunk: var v = <init>; trace ... { handler }."""
+    main = main_fn(
+        [("NEWBOX", 1), upvalue_init, ("SETBOX", 1, 2), ("CLOSURE", 3, 1),
+         ("REGISTER", 0, 3), ("RETURN0",)],
+        boxed=(1,),
+    )
+    handler = fn(handler_code, upvalues=[(0, 1, "v")], name="handler")
+    records = []
+    m = Machine(verify(prog(main, handler, probes=[TRACE])), emit=records.append)
+    assert m.run_main(["bench"])
+    return m, m.registrations[0], records
+
+
+def case_count_by_execname():
+    """s[execname] += 1"""
+    m, reg, records = machine_with_handler(
+        [("GETUPVAL", 0, 0), ("EVAR", 1, "execname"), ("LOADK", 2, K(1)),
+         ("ADDTABLE", 0, 1, 2), ("RETURN0",)],
+        ("NEWTABLE", 2))
+    s: dict = {}
+
+    def plain(ev):
+        k = ev.execname
+        s[k] = s.get(k, 0) + 1
+    return m, reg, plain
+
+
+def case_counter():
+    """n += 1"""
+    m, reg, records = machine_with_handler(
+        [("GETUPVAL", 0, 0), ("LOADK", 1, K(1)), ("ADD", 0, 0, 1), ("SETUPVAL", 0, 0),
+         ("RETURN0",)],
+        ("LOADK", 2, K(0)))
+    n = [0]
+
+    def plain(ev):
+        n[0] += 1
+    return m, reg, plain
+
+
+def case_loop10():
+    """var x = 0; for (i = 1, 10) { x += i }"""
+    m, reg, records = machine_with_handler(
+        [("LOADK", 0, K(0)), ("LOADK", 1, K(1)), ("LOADK", 2, K(10)), ("LOADK", 3, K(1)),
+         ("FORNUM", 4, 1, 2, 3), ("ADD", 0, 0, 4), ("END",), ("RETURN0",)],
+        ("LOADK", 2, K(0)))
+
+    def plain(ev):
+        x = 0
+        for i in range(1, 11):
+            x += i
+    return m, reg, plain
+
+
+def case_printf():
+    """printf("%s %d\\n", execname, pid)"""
+    m, reg, records = machine_with_handler(
+        [("LOADK", 0, K("%s %d\n")), ("EVAR", 1, "execname"), ("EVAR", 2, "pid"),
+         ("CALLB", 3, "printf", 0, 3), ("RETURN0",)],
+        ("LOADK", 2, K(0)))
+    out: list = []
+
+    def plain(ev):
+        out.append("%s %d\n" % (ev.execname, ev.pid))  # noqa: UP031 - the same C-style format
+        text = "".join(out)  # one output record per invocation, as the VM sends
+        out.clear()
+        records.append(Text(text=text))
+    return m, reg, plain
+
+
+def measure(iterations: int) -> None:
+    event = FakeEvent(execname="bash", pid=1234)
+    print(f"{'handler':40s} {'vm ns':>8s} {'plain ns':>9s} {'ratio':>6s}")
+    for case in (case_count_by_execname, case_counter, case_loop10, case_printf):
+        m, reg, plain = case()
+        run = m.run_handler
+        best_vm = best_plain = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter_ns()
+            for _ in range(iterations):
+                run(reg, event)
+            t1 = time.perf_counter_ns()
+            for _ in range(iterations):
+                plain(event)
+            t2 = time.perf_counter_ns()
+            best_vm = min(best_vm, (t1 - t0) / iterations)
+            best_plain = min(best_plain, (t2 - t1) / iterations)
+        assert not m.failed
+        print(f"{case.__doc__:40s} {best_vm:8.0f} {best_plain:9.0f} {best_vm / best_plain:6.2f}")
+
+
+if __name__ == "__main__":
+    measure(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
