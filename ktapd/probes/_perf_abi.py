@@ -189,3 +189,34 @@ def process_vm_readv(pid: int, addr: int, length: int) -> bytes:
                           ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
                           ctypes.c_ulong(1), ctypes.c_ulong(0)))
     return buf.raw[:got]
+
+
+# --- timerfd (tick-N timers; os.timerfd_* only exists from Python 3.13) -----------------
+CLOCK_MONOTONIC = 1
+TFD_NONBLOCK = os.O_NONBLOCK
+TFD_CLOEXEC = os.O_CLOEXEC
+
+
+class _TimeSpec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [("interval", _TimeSpec), ("value", _TimeSpec)]
+
+
+def timerfd_create() -> int:
+    return _check(_libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC))
+
+
+def timerfd_settime(fd: int, period_ns: int) -> None:
+    """Arm ``fd`` to expire every ``period_ns`` (0 disarms it)."""
+    spec = divmod(period_ns, 1_000_000_000)
+    its = _ITimerSpec(_TimeSpec(*spec), _TimeSpec(*spec))
+    _check(_libc.timerfd_settime(fd, 0, ctypes.byref(its), None))
+
+
+def current_cpu() -> int:
+    """The CPU this thread runs on now (sched_getcpu(3))."""
+    cpu = _libc.sched_getcpu()
+    return cpu if cpu >= 0 else 0

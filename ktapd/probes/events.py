@@ -21,6 +21,7 @@ This module must not open events or touch tracefs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ktapd.probes import _perf_abi as abi
@@ -46,6 +47,7 @@ class EventDesc:
     spec: str  # "syscalls:sys_enter_openat", "ktapd_1:main", "cpu-clock"
     layout: EventLayout | None = None  # raw record layout; None for timers
     callchain: bool = False  # samples carry a call chain (stack()/ustack() asked for)
+    period_ns: int = 0  # timers: the interval
 
     @property
     def arg_names(self) -> tuple[str, ...]:
@@ -53,14 +55,14 @@ class EventDesc:
 
     def to_wire(self) -> dict:
         return {"tag": self.tag, "kind": self.kind, "probename": self.probename,
-                "spec": self.spec, "callchain": self.callchain,
+                "spec": self.spec, "callchain": self.callchain, "period_ns": self.period_ns,
                 "layout": self.layout.to_wire() if self.layout else None}
 
     @classmethod
     def from_wire(cls, doc: dict) -> EventDesc:
         layout = EventLayout.from_wire(doc["layout"]) if doc.get("layout") else None
         return cls(int(doc["tag"]), str(doc["kind"]), str(doc["probename"]), str(doc["spec"]),
-                   layout, bool(doc.get("callchain", False)))
+                   layout, bool(doc.get("callchain", False)), int(doc.get("period_ns", 0)))
 
 
 class Target:
@@ -90,6 +92,23 @@ class TaskCache:
     def __init__(self):
         self.comm: dict[int, str] = {}
         self.uid: dict[int, int] = {}
+
+    def prefill(self) -> None:
+        """Read the comm of every task now, as perf does at start: a task that
+        exits before its samples are read can then still be named."""
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return
+        for pid in pids:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                comm = _read_proc(f"/proc/{pid}/task/{tid}/comm")
+                if comm:
+                    self.comm[int(tid)] = comm.rstrip("\n")
 
     def set_comm(self, tid: int, comm: str) -> None:
         if len(self.comm) >= self.MAX:

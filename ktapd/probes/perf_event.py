@@ -34,10 +34,11 @@ import mmap
 import os
 import select
 import struct
+import time
 from dataclasses import dataclass, field
 
 from ktapd.probes import _perf_abi as abi
-from ktapd.probes.events import Event, EventDesc, Target, TaskCache
+from ktapd.probes.events import KIND_TICK, Event, EventDesc, Target, TaskCache
 
 
 class ProbeError(Exception):
@@ -277,12 +278,19 @@ class RingSet:
         except BaseException:
             self.close()
             raise
+        # tick-N timers have no perf event: a timerfd each (timers.py).
+        self.timers: list[tuple[int, Target]] = []
+        for target in self.targets_by_desc:
+            if target.desc.kind == KIND_TICK:
+                self.timers.append((abi.timerfd_create(), target))
+        self.tasks.prefill()
         self._poll = select.poll()
-        for ring in self.rings:
-            self._poll.register(ring.fd, select.POLLIN)
+        for fd in self.filenos():
+            self._poll.register(fd, select.POLLIN)
 
     def filenos(self) -> list[int]:
-        return [r.fd for r in self.rings]
+        """Descriptors to wait on (readable: a ring passed its watermark, a tick fired)."""
+        return [r.fd for r in self.rings] + [fd for fd, _t in self.timers]
 
     def poll(self, timeout: float | None) -> bool:
         """Wait until some ring is readable (or ``timeout`` seconds); True if one is."""
@@ -291,15 +299,37 @@ class RingSet:
 
     def enable(self) -> None:
         self.opened.enable()
+        for fd, target in self.timers:
+            abi.timerfd_settime(fd, target.desc.period_ns)
 
     def disable(self) -> None:
+        for fd, _target in self.timers:
+            abi.timerfd_settime(fd, 0)
         self.opened.disable()
 
     def drain(self, handler) -> int:
+        """Deliver every waiting sample (and due tick) to ``handler``; returns how many."""
         n = 0
         for ring in self.rings:
             n += self._drain_ring(ring, handler)
+        if self.timers:
+            n += self._drain_timers(handler)
         self.delivered += n
+        return n
+
+    def _drain_timers(self, handler) -> int:
+        n = 0
+        for fd, target in self.timers:
+            try:
+                expirations = _U64.unpack(os.read(fd, 8))[0]
+            except BlockingIOError:
+                continue
+            # A reader that fell far behind gets a bounded burst, not thousands.
+            for _ in range(min(expirations, MAX_TICK_BURST)):
+                pid = os.getpid()
+                handler(Event(target, self.tasks, pid, pid, time.monotonic_ns(),
+                              abi.current_cpu(), None, None))
+                n += 1
         return n
 
     def _drain_ring(self, ring: Ring, handler) -> int:
@@ -389,8 +419,9 @@ class RingSet:
         it, ``lost`` is exact for tracepoint-like events: the kernel's own
         hit counts minus the samples seen, when that is more than the LOST
         records said."""
+        n = self._drain_timers(handler) if self.timers else 0  # disarming drops expirations
         self.disable()
-        n = self.drain(handler)
+        n += self.drain(handler)
         unseen = self.kernel_counts() - self.counted_seen
         if unseen > self.lost:
             self.lost = unseen
@@ -400,3 +431,9 @@ class RingSet:
         for ring in self.rings:
             ring.close()
         self.rings = []
+        for fd, _target in self.timers:
+            os.close(fd)
+        self.timers = []
+
+
+MAX_TICK_BURST = 16

@@ -37,7 +37,7 @@ from ktapd.probes.events import (
     EventDesc,
 )
 from ktapd.probes.formats import EventLayout
-from ktapd.probes.perf_event import EventOpener, OpenedEvents, ProbeError, online_cpus
+from ktapd.probes.perf_event import EventOpener, OpenedEvents, ProbeError
 
 GROUP_PREFIX = uprobe.GROUP_PREFIX
 NO_FUNCTION_TRACER = ("the function tracer is not usable on this kernel "
@@ -151,12 +151,11 @@ class ProbeSet:
         except ValueError as exc:
             raise ProbeError(str(exc)) from None
         name = timers.period_name(kind, period_ns)
-        desc = EventDesc(tag, kind, name, "cpu-clock", None, callchain)
+        desc = EventDesc(tag, kind, name, "cpu-clock", None, callchain, period_ns)
         if kind == KIND_TICK:
-            cpu = self.cpu if self.cpu is not None else _first_cpu()
-            self.opener.add(desc, type=timers.TYPE, config=timers.CONFIG,
-                            sample_period=period_ns, cpus=[cpu], system_wide=True,
-                            own_ring=True)
+            # No perf event: the reader arms a timerfd for it (timers.py says why).
+            desc = EventDesc(tag, kind, name, "timerfd", None, False, period_ns)
+            self.opened.descs.append(desc)
         elif kind == KIND_PROFILE:
             self.opener.add(desc, type=timers.TYPE, config=timers.CONFIG,
                             sample_period=period_ns)
@@ -203,10 +202,6 @@ class ProbeSet:
     def _new_name(self, place: str, retprobe: bool) -> str:
         existing = {n for _g, n in uprobe.list_defined(self.group)}
         return uprobe.event_name(place, retprobe, self._names | existing)
-
-
-def _first_cpu() -> int:
-    return online_cpus()[0]
 
 
 # --- openers, one per kind ---------------------------------------------------------------

@@ -1,17 +1,18 @@
-"""Timers as perf events: ``tick-N`` and ``profile-N`` are cpu-clock samplers.
+"""Timers: ``tick-N`` is a timerfd in the reader, ``profile-N`` a cpu-clock sampler.
 
-Both are the software event PERF_COUNT_SW_CPU_CLOCK with ``sample_period``
-= N nanoseconds: an hrtimer that fires whether or not the CPU is idle, so
-it delivers through the same rings, records and drain loop as every
-other probe, with no second timing mechanism in the worker.
+- ``tick-N`` fires every N of wall time on one CPU.  It needs no privilege
+  and no kernel event, so it is not a perf event at all: its EventDesc
+  travels with the others and the reader (RingSet) arms a CLOCK_MONOTONIC
+  timerfd for it, polled with the rings and drained into the same
+  handler.  (A cpu-clock event pinned to one CPU was tried first: on these
+  VMs an idle vCPU delivers no cpu-clock samples, so a tick on it would
+  stall.)  Tick events carry the reader's pid and CPU and the
+  CLOCK_MONOTONIC time; scripts must not use event variables in ticks.
+- ``profile-N``: the software event PERF_COUNT_SW_CPU_CLOCK with
+  ``sample_period`` = N ns, one per CPU (or per traced task with ``-p``):
+  samples describe the interrupted task, and only running CPUs sample.
 
-- ``tick-N``: one event on one CPU (the ``-C`` one, else the first online
-  CPU), system-wide: fires every N, like ktap's tick.  Its samples carry the
-  interrupted task, which scripts should not rely on.
-- ``profile-N``: one event per CPU (or per traced task with ``-p``):
-  samples describe the interrupted task.
-
-The kernel refuses cpu-clock periods below 10 µs (it raises them); we
+The kernel refuses cpu-clock periods below 10 us (it raises them); we
 refuse them up front so a script does not get a silently slower timer.
 
 This module must not open anything itself; it describes the events.

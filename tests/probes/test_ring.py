@@ -10,7 +10,7 @@ import mmap
 import struct
 
 from ktapd.probes import _perf_abi as abi
-from ktapd.probes.events import EventDesc, TaskCache, Target
+from ktapd.probes.events import EventDesc, Target, TaskCache
 from ktapd.probes.formats import parse_format
 from ktapd.probes.perf_event import OpenedEvents, Ring, RingSet
 
@@ -67,6 +67,7 @@ def _ringset(ring: FakeRing, descs: list[EventDesc], ids: list[int]) -> RingSet:
     rs.targets_by_desc = [Target(d) for d in descs]
     rs.targets = dict(zip(ids, rs.targets_by_desc, strict=True))
     rs.rings = [ring]
+    rs.timers = []
     rs.lost = rs.delivered = rs.counted_seen = 0
     rs.exited = set()
     return rs
