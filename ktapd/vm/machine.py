@@ -180,6 +180,7 @@ _HELPERS = {
     "len": len,
     "str": str,
     "int": int,
+    "BaseException": BaseException,
 }
 
 

@@ -1,0 +1,201 @@
+"""Property tests of the trust boundary (hypothesis).
+
+1. Everything the compiler emits verifies (all language-test scripts and samples).
+2. Mutated programs (operands, opcodes, counts, registers, upvalue descriptors,
+   instruction insertion/removal) and garbage bytes only ever give a
+   VerifiedProgram, a VerifyError or a DecodeError, and quickly.
+3. Whatever verifies also runs: Machine construction, the main chunk, every
+   registered handler (with and without an event) and trace_end end normally
+   or with an Error record, never with an escaping Python exception and never
+   with an "internal error".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ktap_asm import END, TICK, TRACE, K, fn, main_fn, prog
+
+from ktapd.verifier import VerifiedProgram, VerifyError, verify
+from ktapd.vm import FakeEvent, Machine
+from protocol.bytecode import DecodeError, decode, encode
+from protocol.bytecode.program import Upvalue
+from protocol.limits import RuntimeLimits
+from protocol.records import Error
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = RuntimeLimits(main_steps=5_000, handler_steps=1_000, call_depth=30, table_entries=50,
+                      string_bytes=64)
+
+
+def hand_seeds():
+    """Valid programs touching every opcode."""
+    counter = fn([
+        ("GETUPVAL", 0, 0), ("EVAR", 1, "execname"), ("LOADK", 2, K(1)), ("ADDTABLE", 0, 1, 2),
+        ("EVAR", 3, "arg1"), ("AGGTABLE", 0, 3, 3), ("EFIELD", 4, K("dfd")),
+        ("CALLB", 5, "print", 3, 2), ("RETURN0",),
+    ], upvalues=[(0, 1, "s")], name="handler")
+    helper = fn([
+        ("LOADK", 1, K(0)), ("EQ", 2, 0, 1), ("IF", 2), ("RETURN", 1), ("ELSE",),
+        ("LOADK", 3, K(1)), ("SUB", 4, 0, 3), ("GETUPVAL", 5, 0), ("MOVE", 6, 4),
+        ("TAILCALL", 5, 1), ("END",), ("RETURN0",),
+    ], nparams=1, upvalues=[(0, 2, "countdown")], name="countdown")
+    ender = fn([("GETUPVAL", 0, 0), ("LOADK", 1, K(5)), ("CALLB", 2, "print_hist", 0, 2),
+                ("CALLB", 2, "hist", 3, 1), ("RETURN0",)], upvalues=[(0, 1, "s")], name="end")
+    main = main_fn([
+        ("NEWBOX", 1), ("NEWTABLE", 3), ("SETBOX", 1, 3),
+        ("NEWBOX", 2), ("CLOSURE", 3, 2), ("SETBOX", 2, 3),
+        ("CLOSURE", 4, 1), ("REGISTER", 0, 4), ("REGISTER", 1, 4),
+        ("CLOSURE", 4, 3), ("REGISTER", 2, 4),
+        ("LOADK", 5, K(1)), ("LOADK", 6, K(20)), ("LOADK", 7, K(3)),
+        ("FORNUM", 8, 5, 6, 7), ("MUL", 9, 8, 8), ("DIV", 10, 9, 7), ("MOD", 10, 9, 7),
+        ("NEG", 10, 10), ("LT", 11, 10, 5), ("LE", 11, 10, 5), ("NOT", 11, 11), ("NE", 11, 9, 8),
+        ("IF", 11), ("BREAK",), ("END",), ("END",),
+        ("LOADK", 12, K("a")), ("LOADK", 13, K("b")), ("CONCAT", 14, 12, 13),
+        ("NEWTABLE", 15), ("SETTABLE", 15, 14, 5), ("GETTABLE", 16, 15, 14),
+        ("FORPAIRS", 17, 18, 15), ("LOADNIL", 19), ("LOADBOOL", 19, 1), ("END",),
+        ("LOOP",), ("ADD", 5, 5, 5), ("LT", 11, 6, 5), ("IF", 11), ("BREAK",), ("END",), ("END",),
+        ("GETBOX", 20, 2), ("LOADK", 21, K(10)), ("CALL", 20, 20, 1),
+        ("LOADK", 22, K("%d %s\n")), ("MOVE", 23, 20), ("MOVE", 24, 14),
+        ("CALLB", 22, "printf", 22, 3), ("EVAR", 25, "pid"),
+        ("RETURN0",),
+    ], boxed=(1, 2))
+    yield prog(main, counter, helper, ender, probes=[TRACE, TICK, END])
+    yield prog(main_fn([("LOADK", 1, K(1)), ("RETURN", 1)]))
+
+
+def compiled_seeds():
+    try:
+        from ktapctl.lang import CompileError, compile_source
+    except ImportError:
+        return
+    paths = sorted((ROOT / "tests" / "lang" / "scripts").rglob("*.kp"))
+    paths += sorted((ROOT / "samples").glob("*.kp"))
+    for path in paths:
+        try:
+            yield path, compile_source(path.read_text(), str(path.name))
+        except CompileError:
+            continue  # scripts that test compile errors
+
+
+SEEDS = list(hand_seeds()) + [p for _, p in compiled_seeds()]
+
+
+def test_there_are_compiled_seeds():
+    pytest.importorskip("ktapctl.lang")
+    assert len(SEEDS) > 50
+
+
+def test_everything_the_compiler_emits_verifies():
+    pytest.importorskip("ktapctl.lang")
+    count = 0
+    for path, program in compiled_seeds():
+        try:
+            verify(decode(encode(program)))
+        except VerifyError as exc:  # pragma: no cover - the failure message is the point
+            pytest.fail(f"{path}: {exc}")
+        count += 1
+    assert count > 50
+
+
+def exercise(verified: VerifiedProgram) -> None:
+    """Run everything a session would run; only Error records may report trouble."""
+    records = []
+    m = Machine(verified, emit=records.append, limits=SMALL)
+    m.run_main(["fuzz.kp", "7", "word"])
+    event = FakeEvent(execname="sh", args=(1, "two", -3), fields={"dfd": 3},
+                      kstack=["a", "b"], ustack=["main"], memory={1: "mem"}, argstr="x(1)")
+    for reg in list(m.registrations)[:4]:
+        m.run_handler(reg, event)
+        m.run_handler(reg, None)
+    m.run_end()
+    for record in records:
+        if isinstance(record, Error):
+            assert not record.message.startswith("internal error"), record
+
+
+def check(program) -> None:
+    start = time.perf_counter()
+    try:
+        verified = verify(program)
+    except VerifyError:
+        return
+    finally:
+        assert time.perf_counter() - start < 2.0, "verification took too long"
+    exercise(verified)
+
+
+@st.composite
+def mutated(draw):
+    program = draw(st.sampled_from(SEEDS))
+    functions = list(program.functions)
+    for _ in range(draw(st.integers(1, 3))):
+        fi = draw(st.integers(0, len(functions) - 1))
+        f = functions[fi]
+        code = [list(ins) for ins in f.code]
+        lines = list(f.lines)
+        choice = draw(st.integers(0, 9))
+        value = draw(st.one_of(st.integers(0, 12), st.integers(0, 300), st.integers(0, 2**32 - 1)))
+        if choice <= 4 and code:  # change one operand or the opcode
+            ins = draw(st.sampled_from(code))
+            ins[draw(st.integers(0, len(ins) - 1))] = value
+        elif choice == 5 and code:  # drop an instruction
+            i = draw(st.integers(0, len(code) - 1))
+            del code[i], lines[i]
+        elif choice == 6:  # duplicate an instruction somewhere else
+            if code:
+                ins = list(draw(st.sampled_from(code)))
+                i = draw(st.integers(0, len(code)))
+                code.insert(i, ins)
+                lines.insert(i, 1)
+        elif choice == 7:
+            f = dataclasses.replace(f, nregs=min(value, 250))
+        elif choice == 8:
+            f = dataclasses.replace(f, nparams=min(value, 64))
+        elif choice == 9 and f.upvalues:
+            ups = list(f.upvalues)
+            i = draw(st.integers(0, len(ups) - 1))
+            ups[i] = Upvalue(draw(st.integers(0, 1)), min(value, 250), ups[i].name)
+            f = dataclasses.replace(f, upvalues=tuple(ups))
+        functions[fi] = dataclasses.replace(
+            f, code=tuple(tuple(i) for i in code), lines=tuple(lines))
+    return dataclasses.replace(program, functions=tuple(functions))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_mutated_programs_are_verified_or_refused_and_then_run_safely(program):
+    check(program)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_bytes_decode_or_fail_cleanly(data):
+    try:
+        program = decode(data)
+    except DecodeError:
+        return
+    check(program)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SEEDS), st.data())
+def test_flipped_bytes_of_encoded_programs(program, data):
+    raw = bytearray(encode(program))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode(bytes(raw))
+    except DecodeError:
+        return
+    check(decoded)
+
+
+@pytest.mark.parametrize("index", range(len(SEEDS)))
+def test_every_seed_runs_cleanly(index):
+    exercise(verify(SEEDS[index]))
