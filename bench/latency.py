@@ -80,7 +80,11 @@ def main() -> int:
             out, _ = busy.communicate(timeout=30)
             load.kill()
             load.wait()
-        print(f"  (the busy session counted {out.strip() or '?'} system calls)")
+        if busy.returncode == 0:
+            print(f"  (the busy session counted {out.strip()} system calls)")
+        else:
+            print(f"  WARNING: the busy session failed ({busy.returncode}): {out.strip()[:200]}")
+            print("  so the second measurement did not run beside a busy session")
     return 0
 
 
