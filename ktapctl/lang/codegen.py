@@ -17,6 +17,7 @@ plain registers and are copied into a fresh box at the start of the body
 when captured.
 
 Lowering rules (see also the opcode docs):
+  a + b      dest = a; dest = dest + b   (a chain needs no extra registers)
   a && b     dest = a; IF dest; dest = b; END          (Lua value semantics)
   a || b     dest = a; IF dest; ELSE; dest = b; END
   a > b      LT dest, b, a   (and >= with LE)
@@ -323,22 +324,36 @@ class CodeGen:
                 fs.freereg = before  # release the statement's temporaries
 
     def s_Local(self, s: ast.Local) -> None:
-        regs = []
+        fs = self.fs
+        base = fs.freereg
+        temps = []
         for i in range(len(s.names)):
             reg = self.alloc("local")
-            regs.append(reg)
+            temps.append(reg)
             if i < len(s.values):
                 self.exp_into(s.values[i], reg)
             else:
                 self.at(s)
                 self.emit(op.LOADNIL, reg)
         for extra in s.values[len(s.names):]:  # evaluated for their effects
-            saved = self.fs.freereg
+            saved = fs.freereg
             self.exp_into(extra, self.alloc())
-            self.fs.freereg = saved
+            fs.freereg = saved
         self.at(s)
-        for name, reg in zip(s.names, regs, strict=True):
-            self.bind(self.res.decls[name], reg)
+        variables = [self.res.decls[name] for name in s.names]
+        # Captured variables go into boxes; the plain ones then close ranks
+        # from `base` up, so boxing leaves no unused registers behind.
+        for var, reg in zip(variables, temps, strict=True):
+            if var.captured:
+                self.bind(var, reg)
+        home = base
+        for var, reg in zip(variables, temps, strict=True):
+            if not var.captured:
+                if reg != home:
+                    self.emit(op.MOVE, home, reg)
+                fs.home[var] = home
+                home += 1
+        fs.freereg = home
 
     def s_LocalFunction(self, s: ast.LocalFunction) -> None:
         var = self.res.decls[s.name]
@@ -549,12 +564,17 @@ class CodeGen:
         self.exp_into(s.expr, self.alloc())
 
     # --- expressions -----------------------------------------------------
+    def plain_local(self, e: ast.Expr) -> int | None:
+        """The register of e when e names a plain local of this function."""
+        if isinstance(e, ast.Name):
+            return self.plain_home(self.res.refs[e])
+        return None
+
     def exp_any(self, e: ast.Expr) -> int:
         """A register holding e's value: a plain local's own, or a new temporary."""
-        if isinstance(e, ast.Name):
-            home = self.plain_home(self.res.refs[e])
-            if home is not None:
-                return home
+        home = self.plain_local(e)
+        if home is not None:
+            return home
         reg = self.alloc()
         self.exp_into(e, reg)
         return reg
@@ -668,7 +688,13 @@ class CodeGen:
             self.at(e)
             self.end_block()
             return
-        left = self.exp_any(e.left)
+        # The left operand is computed in dest itself (dest is fresh: see
+        # exp_into), so a long `a + b + c + ...` chain needs no more
+        # registers than a short one.
+        left = self.plain_local(e.left)
+        if left is None:
+            self.exp_into(e.left, dest)
+            left = dest
         right = self.exp_any(e.right)
         self.at(e)
         if e.op in _SWAPPED:
@@ -682,8 +708,9 @@ def _always_true(e: ast.Expr) -> bool:
 
 
 def _writes_dest_early(e: ast.Expr) -> bool:
-    """Expressions that write their destination before reading all operands."""
-    return isinstance(e, ast.Table) or (isinstance(e, ast.Binary) and e.op in ("and", "or"))
+    """Expressions that write their destination before reading all operands:
+    they must not be compiled straight into a variable they may read."""
+    return isinstance(e, ast.Table | ast.Binary)
 
 
 def generate(chunk: ast.Chunk, res: Resolution, source_name: str) -> Program:

@@ -100,6 +100,8 @@ _NUMBER_RE = re.compile(r"[0-9][0-9A-Za-z_.]*")
 _SPACE_RE = re.compile(r"[ \t\v\f]+")
 _LONG_OPEN_RE = re.compile(r"\[(=*)\[")
 _INTERVAL_RE = re.compile(r"[^\s{}]+")
+# The characters of a short string up to its quote, a backslash or a newline.
+_PLAIN_RUN = {q: re.compile(rf"[^{q}\\\n]*") for q in "'\""}
 _SHORT_ESCAPES = {
     "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
     "\\": "\\", '"': '"', "'": "'", "\n": "\n",
@@ -262,9 +264,7 @@ class Lexer:
                 i += 1
                 break
             if ch != "\\":
-                j = i
-                while j < len(text) and text[j] not in (quote, "\\", "\n"):
-                    j += 1
+                j = _PLAIN_RUN[quote].match(text, i).end()
                 out.append(text[i:j])
                 i = j
                 continue
