@@ -514,8 +514,10 @@ def _with_daemon(opts: Options, body: Callable[[str], object], embeddable: bool)
 
 
 def _embedded_daemon(body: Callable[[str], object]) -> int:
-    from ktapd import embedded  # the one ktapctl -> ktapd import (DESIGN.md)
-
+    try:
+        from ktapd import embedded  # the one ktapctl -> ktapd import (DESIGN.md)
+    except ImportError as exc:
+        raise ClientError(f"no ktapd to start in-process here ({exc})") from None
     with embedded.serve() as path:
         return trio.run(body, path)
 
