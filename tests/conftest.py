@@ -1,34 +1,12 @@
-"""Shared test helpers.
-
-Kernel tests need root and the real kernel.  Where they cannot run they
-skip with a reason, except under ``KTAP_REQUIRE_KERNEL=1`` (set by
-.ci/run), where a skip would hide that a kernel path never ran, so it
-fails instead.
-"""
+"""Shared fixtures for every test folder; helpers live in kernel_support.py."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-REQUIRE_KERNEL = os.environ.get("KTAP_REQUIRE_KERNEL") == "1"
+from kernel_support import kernel_unavailable_reason, require_kernel
 
-
-def require_kernel(reason: str) -> None:
-    """Skip (or, in CI, fail) a kernel test that cannot run here."""
-    if REQUIRE_KERNEL:
-        pytest.fail(f"kernel test could not run (KTAP_REQUIRE_KERNEL=1): {reason}")
-    pytest.skip(reason)
-
-
-def kernel_unavailable_reason() -> str | None:
-    """Why kernel tests cannot run on this machine, or None when they can."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if not os.path.exists("/sys/kernel/tracing") and not os.path.exists("/sys/kernel/debug"):
-        return "no tracefs on this kernel"
-    return None
+__all__ = ["kernel_unavailable_reason", "require_kernel"]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kernel_unavailable_reason, require_kernel
+from kernel_support import kernel_unavailable_reason, require_kernel
 
 pytestmark = pytest.mark.kernel
 
