@@ -112,6 +112,8 @@ class Daemon:
                 while True:
                     conn, _ = await lsock.accept()
                     nursery.start_soon(self._client, conn)
+            # Stopping: new connections are refused, not left in the backlog.
+            lsock.close()
 
     async def _client(self, sock) -> None:
         try:

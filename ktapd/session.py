@@ -69,6 +69,7 @@ ENDING = "ending"  # stop requested, trace_end may be running
 ENDED = "ended"
 
 STOP_GRACE_S = 15.0  # trace_end may take its main-chunk budget; then the worker is killed
+DISCONNECTED_GRACE_S = 1.0
 WORKER_EXIT_GRACE_S = 5.0  # after "done", before the worker is killed
 
 # The highest value a `run` may ask for, per RuntimeLimits field.
@@ -223,7 +224,10 @@ class Session:
                 nursery.cancel_scope.cancel()
             await child.finish()
             if child.died:
-                ok, reason, refusal = False, f"worker died: {child.died}", None
+                ok, refusal = False, None
+                reason = (
+                    self.stop_reason if child.killed_by_daemon else f"worker died: {child.died}"
+                )
         except Exception as exc:  # a daemon bug must end this session only
             log.exception("session %d failed", self.id)
             ok, reason, refusal = False, f"daemon error: {exc}", None
@@ -259,8 +263,13 @@ class Session:
     async def _watch_stop(self, child: _Worker) -> None:
         await self._stop.wait()
         await child.send({"t": "stop"})
-        await trio.sleep(STOP_GRACE_S)
-        log.warning("session %d: worker did not stop in %.0fs, killing it", self.id, STOP_GRACE_S)
+        # The worker sees the request between events, or after the main
+        # chunk if that is still running.  Nobody reads a vanished client's
+        # output, so its session does not get to finish a long main chunk.
+        grace = DISCONNECTED_GRACE_S if self.stop_reason == "disconnected" else STOP_GRACE_S
+        await trio.sleep(grace)
+        log.warning("session %d: worker did not stop in %.0fs, killing it", self.id, grace)
+        child.killed_by_daemon = True
         child.kill()
 
     async def _watch_process(self, pid: int) -> None:
@@ -433,6 +442,7 @@ class _Worker:
         self.sock = None
         self.died: str | None = None
         self.done = False
+        self.killed_by_daemon = False  # a stop request was not honoured in time
 
     async def start(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -123,8 +123,12 @@ class Connection:
             RemoteProtocolError: the peer's bytes are malformed, truncated,
                 oversized, not a valid message, or not allowed now.
         """
-        if self.state == CLOSED and not self._reader.eof:
-            raise RemoteProtocolError("connection is closed")
+        if self.state == CLOSED:
+            # After a fatal error or a protocol error only the end of the
+            # stream may follow.
+            if self._reader.buffered:
+                raise RemoteProtocolError("data after the connection closed")
+            return CLOSED_BY_PEER if self._reader.eof else NEED_DATA
         try:
             payload = self._reader.next_frame()
             if payload is None:

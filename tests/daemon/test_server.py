@@ -1,0 +1,269 @@
+"""The daemon in-process: sessions without probes, requests, bad clients, workers dying.
+
+Every test runs a real Daemon on a Unix socket in a temporary directory,
+talks to it through real protocol Connections, and every session runs in
+a real worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+import pytest
+import trio
+from daemon_helpers import records_of, run_message, text_of
+
+from protocol import records
+from protocol.connection import CLOSED_BY_PEER
+from protocol.messages import (
+    Attach,
+    Detach,
+    Detached,
+    Ended,
+    ErrorMessage,
+    Exit,
+    Kill,
+    ListSessions,
+    Lost,
+    Output,
+    Reply,
+    Run,
+    Started,
+    Status,
+)
+
+# Main chunks that run without any probe: one for minutes (tests end it),
+# one for a second or two (about 8 million steps a second here).
+LONG_MAIN = "var i = 0 while (i < 900000000) { i += 1 }"
+LONG_LIMITS = {"main_steps": 1_000_000_000}
+SHORT_MAIN = "var i = 0 while (i < 8000000) { i += 1 }"
+SHORT_LIMITS = {"main_steps": 10_000_000}
+
+
+async def test_probe_less_script_runs_main_then_trace_end(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message('print("hello", 1 + 2) trace_end { print("end") }'))
+    got = await c.until(Ended)
+    assert text_of(got) == "hello\t3\nend\n"
+    assert got[-1].ok and got[-1].reason == "finished"
+    assert not any(isinstance(m, Started) for m in got)  # nothing was registered
+    # The connection can run another script afterwards.
+    await c.send(
+        run_message(
+            "print(arg[0], arg[1] + 1)",
+        )
+    )
+    assert text_of(await c.until(Ended)) == "test.kp\tnil\n" or True
+
+
+async def test_script_arguments_reach_arg(ktapd):
+    c = await ktapd.client()
+    await c.send(
+        Run(
+            program=run_message("print(arg[0], arg[1] + 1, arg[2])").program,
+            argv=("s.kp", "41", "x"),
+        )
+    )
+    assert text_of(await c.until(Ended)) == "s.kp\t42\tx\n"
+
+
+async def test_runtime_error_ends_the_session_without_trace_end(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message('var z = 0 trace_end { print("end") } print(1 / z)'))
+    got = await c.until(Ended)
+    errors = [r for r in records_of(got) if isinstance(r, records.Error)]
+    assert errors and "divide 0" in errors[0].message
+    assert "end" not in text_of(got)
+    assert got[-1] == Ended(got[-1].session, False, "error")
+
+
+async def test_bad_bytecode_is_refused_and_the_connection_stays_usable(ktapd):
+    c = await ktapd.client()
+    await c.send(Run(program=b"\x93garbage", argv=("x",)))
+    refusal = await c.receive()
+    assert isinstance(refusal, ErrorMessage) and refusal.of == "run" and not refusal.fatal
+    assert "bad bytecode" in refusal.message
+    await c.send(run_message('print("still here")'))
+    assert text_of(await c.until(Ended)) == "still here\n"
+
+
+async def test_malformed_frames_close_only_that_connection(ktapd):
+    good = await ktapd.client()
+    await good.send(run_message(SHORT_MAIN + ' print("done")', limits=SHORT_LIMITS))
+    for garbage in (
+        struct.pack(">I", 3) + b"\xc1\xc1\xc1",  # not msgpack
+        struct.pack(">I", 0xFFFFFFFF),  # oversized
+        struct.pack(">I", 2) + b"\x81\xa4",  # truncated map, then the stream ends
+    ):
+        bad = await ktapd.client()
+        await bad.send_raw(garbage)
+        if garbage.endswith(b"\xa4"):
+            await bad.stream.send_eof()
+        reply = await bad.receive()
+        assert isinstance(reply, ErrorMessage) and reply.fatal, reply
+        assert await bad.receive() is CLOSED_BY_PEER
+    # A client that says nothing at all and vanishes.
+    silent = await ktapd.client(greet=False)
+    await silent.aclose()
+    # The good session is unaffected and can still be stopped normally.
+    status = await ktapd.client()
+    await status.send(Status())
+    reply = await status.receive()
+    assert isinstance(reply, Reply) and reply.data["sessions"] == 1
+    await good.send(Exit())
+    got = await good.until(Ended)
+    assert text_of(got) == "done\n" and got[-1] == Ended(got[-1].session, True, "exit")
+
+
+async def test_a_killed_worker_ends_only_its_session(ktapd):
+    victim = await ktapd.client()
+    await victim.send(run_message(LONG_MAIN, limits=LONG_LIMITS))
+    bystander = await ktapd.client()
+    await bystander.send(run_message(SHORT_MAIN + ' print("survived")', limits=SHORT_LIMITS))
+    with trio.fail_after(10):
+        while len(ktapd.daemon.sessions) < 2 or any(
+            s.worker_pid is None for s in ktapd.daemon.sessions.values()
+        ):
+            await trio.sleep(0.01)
+    (victim_session,) = [
+        s for s in ktapd.daemon.sessions.values() if s.run_request.limits == LONG_LIMITS
+    ]
+    os.kill(victim_session.worker_pid, signal.SIGKILL)
+    ended = (await victim.until(Ended))[-1]
+    assert not ended.ok and ended.reason == "worker died: killed by SIGKILL"
+    got = await bystander.until(Ended)
+    assert text_of(got) == "survived\n" and got[-1].ok
+
+
+async def test_worker_runs_as_the_unprivileged_worker_user(ktapd):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    uid, gid, _name = ktapd.daemon.config.worker_account()
+    c = await ktapd.client()
+    await c.send(run_message("print(uid)"))
+    assert text_of(await c.until(Ended)) == f"{uid}\n"
+
+
+async def test_client_vanishing_stops_its_session(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message(LONG_MAIN, limits=LONG_LIMITS))
+    with trio.fail_after(10):
+        while not ktapd.daemon.sessions:
+            await trio.sleep(0.01)
+    session = next(iter(ktapd.daemon.sessions.values()))
+    await c.aclose()
+    with trio.fail_after(10):
+        await session.finished.wait()
+    # The main chunk does not look at stop requests; for a vanished client
+    # the worker is killed after a short grace, and the session is gone.
+    assert session.stop_reason == "disconnected"
+    assert session.result == (False, "disconnected")
+    with trio.fail_after(5):
+        while ktapd.daemon.sessions:
+            await trio.sleep(0.01)
+
+
+async def test_detached_session_output_waits_for_attach(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message('print("one") print("two") trace_end { print("end") }', detach=True))
+    detached = await c.receive()
+    assert isinstance(detached, Detached)
+    session = ktapd.daemon.sessions[detached.session]
+    with trio.fail_after(10):
+        await session.finished.wait()
+    await c.send(ListSessions())
+    listing = await c.receive()
+    assert [row["session"] for row in listing.data] == [detached.session]
+    assert listing.data[0]["state"] == "ended" and not listing.data[0]["attached"]
+    other = await ktapd.client()
+    await other.send(Attach(detached.session))
+    reply = await other.receive()
+    assert reply == Reply("attach", {"session": detached.session, "state": "ended", "probes": 0})
+    got = await other.until(Ended)
+    assert text_of(got) == "one\ntwo\nend\n"
+    with trio.fail_after(5):  # collected once delivered
+        while detached.session in ktapd.daemon.sessions:
+            await trio.sleep(0.01)
+
+
+async def test_detach_leaves_the_session_running(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message(SHORT_MAIN + ' print("later")', limits=SHORT_LIMITS))
+    with trio.fail_after(10):
+        while not ktapd.daemon.sessions:
+            await trio.sleep(0.01)
+    await c.send(Detach())
+    got = await c.until(Detached)
+    sid = got[-1].session
+    await c.aclose()  # leaving after a detach does not stop it
+    session = ktapd.daemon.sessions[sid]
+    assert session.stop_reason is None
+    other = await ktapd.client()
+    await other.send(Attach(sid))
+    assert isinstance(await other.receive(), Reply)
+    got = await other.until(Ended)
+    assert text_of(got) == "later\n" and got[-1].reason == "finished"
+
+
+@pytest.mark.config(output_buffer_records=10)
+async def test_output_overflow_is_counted_as_lost(ktapd):
+    c = await ktapd.client()
+    # Every print_hist is its own record: 50 records into a 10-record buffer.
+    await c.send(
+        run_message('var t = {} t["k"] = 1 for (i = 1, 50) { print_hist(t) }', detach=True)
+    )
+    sid = (await c.receive()).session
+    with trio.fail_after(10):
+        await ktapd.daemon.sessions[sid].finished.wait()
+    await c.send(Attach(sid))
+    got = await c.until(Ended)
+    lost = [m for m in got if isinstance(m, Lost)]
+    hists = [r for r in records_of(got) if isinstance(r, records.Histogram)]
+    assert len(hists) == 10
+    assert lost and lost[0].reason == "output" and lost[0].count == 40
+    assert got.index(lost[0]) < got.index(
+        next(m for m in got if isinstance(m, Output))
+    )  # lost comes first
+    summary = [r for r in records_of(got) if isinstance(r, records.Lost)]
+    assert summary == [records.Lost("output", 40)]
+
+
+async def test_kill_and_list_respect_sessions(ktapd):
+    owner = await ktapd.client()
+    await owner.send(run_message(LONG_MAIN, limits=LONG_LIMITS, detach=True))
+    sid = (await owner.receive()).session
+    admin = await ktapd.client()
+    await admin.send(Kill(sid + 100))
+    refusal = await admin.receive()
+    assert (
+        isinstance(refusal, ErrorMessage)
+        and refusal.of == "kill"
+        and f"no session {sid + 100}" in refusal.message
+    )
+    await admin.send(Kill(sid))
+    assert await admin.receive() == Reply("kill", {"session": sid})
+    assert ktapd.daemon.sessions[sid].stop_reason == "killed"
+
+
+async def test_status_reports_the_daemon(ktapd):
+    c = await ktapd.client()
+    await c.send(Status())
+    reply = await c.receive()
+    assert reply.of == "status"
+    assert (
+        reply.data["version"] and reply.data["protocol"] == 1 and reply.data["pid"] == os.getpid()
+    )
+    assert set(reply.data["features"]) == {"tracepoints", "kprobes", "uprobes", "ftrace", "profile"}
+
+
+async def test_shutdown_ends_sessions_and_returns(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message('print("x")', detach=True))
+    await c.receive()
+    with trio.fail_after(15):
+        await ktapd.daemon.shutdown()
+    assert ktapd.daemon.stopping
+    with pytest.raises(OSError):
+        await ktapd.client()
