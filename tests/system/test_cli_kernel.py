@@ -315,3 +315,30 @@ def test_embedded_mode_without_a_daemon():
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "getppid\t4\n"
+
+
+def test_compiled_bytecode_runs_directly(daemon, tmp_path):
+    script = tmp_path / "count.kp"
+    script.write_text(COUNT_GETPPID)
+    kpc = tmp_path / "count.kpc"
+    subprocess.run(
+        [sys.executable, "-m", "ktapctl.cli", "compile", "-o", str(kpc), str(script)],
+        cwd=ROOT,
+        check=True,
+    )
+    r = ktapctl(daemon, "-q", str(kpc), "--", *getppid_loop(2), check_status=0)
+    assert r.stdout == "getppid\t2\n"
+    listing = ktapctl(daemon, "disasm", str(kpc), check_status=0).stdout
+    assert listing == ktapctl(daemon, "-b", str(script), check_status=0).stdout
+
+
+def test_verbose_reports_the_session_on_stderr(daemon):
+    r = ktapctl(daemon, "-v", "-q", "-e", COUNT_GETPPID, "--", *getppid_loop(1), check_status=0)
+    assert r.stdout == "getppid\t1\n"
+    assert re.search(r"session \d+ started, \d+ probes on", r.stderr), r.stderr
+
+
+def test_refused_run_unknown_event(daemon):
+    r = ktapctl(daemon, "-e", "trace nosuchsubsys:nosuchevent { }", check_status=1)
+    assert r.stdout == ""
+    assert r.stderr.startswith("ktapctl: ") and "nosuchsubsys" in r.stderr
