@@ -515,10 +515,10 @@ def _with_daemon(opts: Options, body: Callable[[str], object], embeddable: bool)
 
 def _embedded_daemon(body: Callable[[str], object]) -> int:
     try:
-        from ktapd import embedded  # the one ktapctl -> ktapd import (DESIGN.md)
+        from ktapd.embedded import serve  # the one ktapctl -> ktapd import (DESIGN.md)
     except ImportError as exc:
         raise ClientError(f"no ktapd to start in-process here ({exc})") from None
-    with embedded.serve() as path:
+    with serve() as path:
         return trio.run(body, path)
 
 
