@@ -323,15 +323,41 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 
 def _preload() -> None:
-    # Everything the worker will import, imported while it can still read
-    # the interpreter's files (the worker user may not be able to).
-    import encodings.idna  # noqa: F401  (lazy codec imports)
+    """Import everything the worker will need while it can still read the
+    interpreter's files: after the privilege drop the worker user may not
+    (a Python under /root, say), and a lazy import would fail mid-session."""
+    import codecs
+    import importlib
 
-    import ktapd.probes.events  # noqa: F401
-    import ktapd.probes.perf_event  # noqa: F401
-    import ktapd.verifier  # noqa: F401
-    import ktapd.vm  # noqa: F401
-    import protocol.bytecode.encoding  # noqa: F401
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    for encoding in PRELOAD_CODECS:
+        codecs.lookup(encoding)
+
+
+# Modules the VM, the probe layer and the worker import, some lazily.
+PRELOAD_MODULES = (
+    "ktapd.probes.argstr",
+    "ktapd.probes.events",
+    "ktapd.probes.perf_event",
+    "ktapd.probes.symbols",
+    "ktapd.verifier",
+    "ktapd.vm",
+    "protocol.bytecode.encoding",
+    "platform",
+    "datetime",
+)
+# Codecs looked up by name at run time (each is a lazy import in encodings/).
+PRELOAD_CODECS = (
+    "utf-8",
+    "ascii",
+    "latin-1",
+    "unicode_escape",
+    "raw_unicode_escape",
+    "idna",
+    "utf-16",
+    "utf-32",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,191 @@
+"""ktapd end to end on the real kernel: a daemon subprocess, raw protocol clients.
+
+Root only (kernel tests): they open tracepoints and uprobes for real.
+Each test starts ``python -m ktapd`` on a socket in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from ktapctl.lang import compile_source
+from protocol.bytecode.encoding import encode
+from protocol.connection import CLIENT, CLOSED_BY_PEER, NEED_DATA, Connection
+from protocol.messages import Ended, Exit, Hello, Output, Run, ServerHello, Started, Status
+
+pytestmark = pytest.mark.kernel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+@pytest.fixture
+def ktapd(kernel):
+    directory = tempfile.mkdtemp(prefix="ktapd-sys-")
+    path = os.path.join(directory, "d.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ktapd", "--socket", path, "--verbose"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 15
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"ktapd did not start: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    proc.socket_path = path
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+class Client:
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(30)
+        self.sock.connect(path)
+        self.conn = Connection(CLIENT)
+        self.send(Hello(versions=(1,), client="system-test"))
+        assert isinstance(self.receive(), ServerHello)
+
+    def send(self, message) -> None:
+        self.sock.sendall(self.conn.send(message))
+
+    def receive(self):
+        while True:
+            event = self.conn.next_event()
+            if event is not NEED_DATA:
+                return event
+            self.conn.receive_data(self.sock.recv(65536))
+
+    def until(self, kind) -> list:
+        got = []
+        while True:
+            message = self.receive()
+            got.append(message)
+            if isinstance(message, kind) or message is CLOSED_BY_PEER:
+                return got
+
+
+def run(source: str, **options) -> Run:
+    return Run(program=encode(compile_source(source, "test.kp")), argv=("test.kp",), **options)
+
+
+def text(messages: list) -> str:
+    return "".join(
+        r.text for m in messages if isinstance(m, Output) for r in m.records if hasattr(r, "text")
+    )
+
+
+def ktapd_leftovers(pid: int) -> tuple[list[str], int]:
+    """Our dynamic events in tracefs, and the perf fds the daemon holds."""
+    with open("/sys/kernel/tracing/uprobe_events") as f:
+        dynamic = [line for line in f if "ktapd_" in line]
+    perf = sum(
+        1
+        for fd in os.listdir(f"/proc/{pid}/fd")
+        if "perf_event" in _readlink(f"/proc/{pid}/fd/{fd}")
+    )
+    return dynamic, perf
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+COUNT_GETPPID = "var n = 0 trace syscalls:sys_enter_getppid { n += 1 } trace_end { print(n) }"
+
+
+def test_counts_getppid_of_a_started_process_until_it_exits(ktapd):
+    # The workload waits on stdin until the probes are on, as ktapctl's -- cmd does.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; sys.stdin.read(1); [os.getppid() for _ in range(1234)]",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        c = Client(ktapd.socket_path)
+        c.send(run(COUNT_GETPPID, trace_pid=child.pid, workload=True))
+        started = c.until(Started)[-1]
+        assert started.probes == 1
+        child.stdin.write(b"x")
+        child.stdin.close()
+        got = c.until(Ended)
+    finally:
+        child.wait(10)
+    assert text(got) == "1234\n"
+    assert got[-1].ok and got[-1].reason == "process exited"
+
+
+def test_exit_runs_trace_end_and_removes_probes(ktapd):
+    c = Client(ktapd.socket_path)
+    c.send(
+        run(
+            f'var n = 0 trace probe:{LIBC}:getppid {{ n += 1 }} trace_end {{ print("calls", n > 0) }}'
+        )
+    )
+    c.until(Started)
+    dynamic, perf = ktapd_leftovers(ktapd.pid)
+    assert dynamic and perf
+    for _ in range(20):
+        os.getppid()
+    c.send(Exit())
+    got = c.until(Ended)
+    assert text(got) == "calls\ttrue\n"
+    assert got[-1].ok and got[-1].reason == "exit"
+    time.sleep(0.2)
+    assert ktapd_leftovers(ktapd.pid) == ([], 0)
+
+
+def test_client_vanishing_mid_stream_leaves_nothing_behind(ktapd):
+    c = Client(ktapd.socket_path)
+    c.send(
+        run(
+            f"trace probe:{LIBC}:getppid {{ print(pid) }} trace syscalls:sys_enter_getppid {{ print(tid) }}"
+        )
+    )
+    c.until(Started)
+    for _ in range(50):
+        os.getppid()
+    c.receive()  # output is flowing
+    c.sock.close()
+    deadline = time.monotonic() + 10
+    while ktapd_leftovers(ktapd.pid) != ([], 0):
+        assert time.monotonic() < deadline, ktapd_leftovers(ktapd.pid)
+        time.sleep(0.05)
+    # The daemon keeps serving.
+    other = Client(ktapd.socket_path)
+    other.send(Status())
+    assert other.receive().data["sessions"] == 0
+
+
+def test_sigterm_stops_sessions_with_trace_end_and_exits_zero(ktapd):
+    c = Client(ktapd.socket_path)
+    c.send(run(COUNT_GETPPID.replace("print(n)", 'print("final", n > 0)')))
+    c.until(Started)
+    for _ in range(10):
+        os.getppid()
+    ktapd.send_signal(signal.SIGTERM)
+    got = c.until(Ended)
+    assert text(got) == "final\ttrue\n"
+    assert got[-1].ok and got[-1].reason == "daemon stopping"
+    assert ktapd.wait(10) == 0
+    with open("/sys/kernel/tracing/uprobe_events") as f:
+        assert "ktapd_" not in f.read()
