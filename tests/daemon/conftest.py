@@ -33,6 +33,7 @@ async def ktapd(nursery, request):
     marker = request.node.get_closest_marker("config")
     config = Config(**(marker.kwargs if marker else {}))
     directory = tempfile.mkdtemp(prefix="ktapd-test-")
+    os.chmod(directory, 0o755)  # other users connect in the policy tests
     path = os.path.join(directory, "d.sock")
     listener = bind_socket(path, 0o666)
     daemon = Daemon(config)
