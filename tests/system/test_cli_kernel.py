@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -342,3 +344,80 @@ def test_refused_run_unknown_event(daemon):
     r = ktapctl(daemon, "-e", "trace nosuchsubsys:nosuchevent { }", check_status=1)
     assert r.stdout == ""
     assert r.stderr.startswith("ktapctl: ") and "nosuchsubsys" in r.stderr
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def public_daemon(tmp_path_factory):
+    """A ktapd whose socket an unprivileged user can reach (0666 in a 0755 dir)."""
+    reason = kernel_unavailable_reason()
+    if reason:
+        require_kernel(reason)
+    directory = Path(tempfile.mkdtemp(prefix="ktap-cli-test-"))
+    directory.chmod(0o755)
+    sock = directory / "ktapd.sock"
+    proc = subprocess.Popen(
+        [*KTAPD, "--socket", str(sock)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ktapd did not start: {proc.stderr.read().decode()}")
+            time.sleep(0.02)
+        yield str(sock)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def as_nobody(*args, env=None):
+    return subprocess.run(
+        [*NOBODY, sys.executable, "-m", "ktapctl.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_unprivileged_user_through_the_daemon(public_daemon):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv is not installed")
+    r = as_nobody("--socket", public_daemon, "-e", "print(arg[1] * 2)", "21")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "42\n"
+    # System-wide tracing is for administrators: refused, with a reason.
+    r = as_nobody("--socket", public_daemon, "-e", COUNT_GETPPID)
+    assert r.returncode == 1
+    assert r.stdout == "" and r.stderr.startswith("ktapctl: ")
+
+
+def test_unprivileged_user_without_a_daemon(tmp_path):
+    """No daemon: a probe-less script runs embedded for anyone; a tracing
+    script says the daemon is missing (ordinary users cannot trace alone)."""
+    reason = kernel_unavailable_reason()
+    if reason:
+        require_kernel(reason)
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv is not installed")
+    from ktapctl.cli import DEFAULT_SOCKET
+
+    if Path(DEFAULT_SOCKET).exists():
+        pytest.skip(f"something listens at {DEFAULT_SOCKET}; no fallback to test")
+    env = {k: v for k, v in os.environ.items() if k != "KTAP_SOCKET"}
+    env["HOME"] = str(tmp_path)
+    tmp_path.chmod(0o777)
+    r = as_nobody("-e", 'print("alone")', env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "alone\n"
+    r = as_nobody("-e", COUNT_GETPPID, env=env)
+    assert r.returncode == 1
+    assert "is the ktapd service running?" in r.stderr
