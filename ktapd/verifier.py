@@ -69,6 +69,13 @@ class VerifiedProgram:
 _RUN_OFFSET = {op.CALL: 1, op.TAILCALL: 1, op.CALLB: 0}
 _ENDS_FUNCTION = (op.RETURN, op.RETURN0, op.TAILCALL)
 
+# The VM compiles every instruction to Python source at load; CPython needs
+# about 10-20 us per generated line, so a program at the format limits
+# (thousands of 65536-instruction functions) would take minutes to load.
+# Real scripts are hundreds of instructions; this cap keeps a load to
+# seconds.  (A VM load limit, so it lives here rather than in protocol/limits.py.)
+MAX_PROGRAM_INSTRUCTIONS = 65536
+
 
 def verify(program: Program, *, admin: bool = True) -> VerifiedProgram:
     """Check everything the VM relies on; raise VerifyError at the first problem."""
@@ -91,9 +98,14 @@ def verify(program: Program, *, admin: bool = True) -> VerifiedProgram:
     for index, probe in enumerate(probes):
         _check_probe(index, probe)
 
+    total = 0
     for index, function in enumerate(functions):
         if not isinstance(function, Function):
             raise VerifyError(f"function {index}: not a Function")
+        total += len(function.code) if isinstance(function.code, tuple) else 0
+    if total > MAX_PROGRAM_INSTRUCTIONS:
+        raise VerifyError(f"program has {total} instructions, more than the "
+                          f"{MAX_PROGRAM_INSTRUCTIONS} the VM loads")
     main = functions[0]
     if main.nparams != 1:
         raise VerifyError(f"function 0 <{main.name}>: the main chunk must take exactly one "

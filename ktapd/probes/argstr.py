@@ -10,7 +10,7 @@ whose print fmt uses kernel helpers we cannot evaluate get a table entry
 (sched_switch's ``__print_flags``) or, failing that, ``name=value`` pairs.
 
 ``renderer(layout)`` does the parsing once per event type and returns a
-function ``(decoder, raw) -> str``.
+function ``(decoder, buf, start) -> str``.
 
 This module must not read files or kernel state; it works on a layout and
 a raw record only.
@@ -35,8 +35,8 @@ def _syscall_enter(layout: EventLayout):
     name = "sys_" + layout.name[len(_SYS_ENTER):]
     names = [n for n in layout.arg_names if n != "__syscall_nr"]
 
-    def render(decoder, raw):
-        parts = [f"{n}: {_hex_or_small(decoder.field(raw, n))}" for n in names]
+    def render(decoder, buf, start):
+        parts = [f"{n}: {_hex_or_small(decoder.field(buf, start, n))}" for n in names]
         return f"{name}({', '.join(parts)})"
     return render
 
@@ -44,8 +44,8 @@ def _syscall_enter(layout: EventLayout):
 def _syscall_exit(layout: EventLayout):
     name = "sys_" + layout.name[len(_SYS_EXIT):]
 
-    def render(decoder, raw):
-        return f"{name} -> 0x{decoder.field(raw, 'ret') & 0xFFFFFFFFFFFFFFFF:x}"
+    def render(decoder, buf, start):
+        return f"{name} -> 0x{decoder.field(buf, start, 'ret') & 0xFFFFFFFFFFFFFFFF:x}"
     return render
 
 
@@ -57,17 +57,17 @@ _TASK_PREEMPTED = 0x100
 
 
 def _sched_switch(layout: EventLayout):
-    def render(decoder, raw):
+    def render(decoder, buf, start):
         f = decoder.field
-        state = f(raw, "prev_state")
+        state = f(buf, start, "prev_state")
         bits = state & _TASK_STATE_MASK
         letters = "|".join(s for b, s in _TASK_STATES if bits & b) if bits else "R"
         if state & _TASK_PREEMPTED:
             letters += "+"
-        return (f"prev_comm={f(raw, 'prev_comm')} prev_pid={f(raw, 'prev_pid')} "
-                f"prev_prio={f(raw, 'prev_prio')} prev_state={letters} ==> "
-                f"next_comm={f(raw, 'next_comm')} next_pid={f(raw, 'next_pid')} "
-                f"next_prio={f(raw, 'next_prio')}")
+        return (f"prev_comm={f(buf, start, 'prev_comm')} prev_pid={f(buf, start, 'prev_pid')} "
+                f"prev_prio={f(buf, start, 'prev_prio')} prev_state={letters} ==> "
+                f"next_comm={f(buf, start, 'next_comm')} next_pid={f(buf, start, 'next_pid')} "
+                f"next_prio={f(buf, start, 'next_prio')}")
     return render
 
 
@@ -140,18 +140,18 @@ def _matching_paren(expr: str) -> int:
 
 
 def _compile_arg(expr: str, names: set[str]):
-    """A function (decoder, raw) -> value for one print fmt argument, or None."""
+    """A function (decoder, buf, start) -> value for one print fmt argument, or None."""
     expr = _strip(expr)
     m = _FIELD_REF.match(expr) or _GET_STR.match(expr)
     if m and m.group(1) in names:
         name = m.group(1)
-        return lambda decoder, raw: decoder.field(raw, name)
+        return lambda decoder, buf, start: decoder.field(buf, start, name)
     t = _TERNARY.match(expr)
     if t:
         cond = _compile_arg(t["cond"], names)
         if cond is not None:
             a, b = t["a"], t["b"]
-            return lambda decoder, raw: a if cond(decoder, raw) else b
+            return lambda decoder, buf, start: a if cond(decoder, buf, start) else b
     return None
 
 
@@ -194,13 +194,13 @@ def _generic(layout: EventLayout):
         last = m.end()
     tail = fmt[last:]
 
-    def render(decoder, raw):
+    def render(decoder, buf, start):
         out = []
         values = iter(zip(specs, getters, strict=True))
         for piece in pieces:
             if piece is None:
                 spec, getter = next(values)
-                out.append(_format_one(spec, getter(decoder, raw)))
+                out.append(_format_one(spec, getter(decoder, buf, start)))
             else:
                 out.append(piece)
         out.append(tail)
@@ -211,10 +211,10 @@ def _generic(layout: EventLayout):
 def _fallback(layout: EventLayout):
     kinds = {f.name: f.kind for f in layout.args}
 
-    def render(decoder, raw):
+    def render(decoder, buf, start):
         parts = []
         for name in decoder.names:
-            value = decoder.field(raw, name)
+            value = decoder.field(buf, start, name)
             if kinds[name] == KIND_INT and isinstance(value, int) and value >= 10:
                 value = f"0x{value & 0xFFFFFFFFFFFFFFFF:x}"
             parts.append(f"{name}={value}")
@@ -223,7 +223,7 @@ def _fallback(layout: EventLayout):
 
 
 def renderer(layout: EventLayout):
-    """The argstr function for one event type: (decoder, raw) -> str."""
+    """The argstr function for one event type: (decoder, buf, start) -> str."""
     key = f"{layout.system}:{layout.name}"
     if key in SPECIAL:
         return SPECIAL[key](layout)

@@ -149,34 +149,38 @@ def _hex(raw: bytes) -> str:
 
 
 def _make_getter(field: Field):
-    """A function raw -> value for one field, with its Struct bound in."""
+    """A function (buf, start) -> value for one field of a record that starts
+    at ``buf[start]``, with its Struct bound in."""
     offset, size = field.offset, field.size
     if field.kind == KIND_INT:
         unpack = struct.Struct("<" + _INT_CODES[size, field.signed]).unpack_from
 
-        def get(raw, unpack=unpack, offset=offset):
-            return unpack(raw, offset)[0]
+        def get(buf, start, unpack=unpack, offset=offset):
+            return unpack(buf, start + offset)[0]
     elif field.kind == KIND_CHARS:
-        def get(raw, offset=offset, size=size):
-            return _text(raw[offset:offset + size])
+        def get(buf, start, offset=offset, size=size):
+            return _text(buf[start + offset:start + offset + size])
     elif field.type.startswith(("__data_loc", "__rel_loc")):
         rel = field.type.startswith("__rel_loc")
         show = _text if field.kind == KIND_STRING else _hex
 
-        def get(raw, offset=offset, rel=rel, show=show):
-            loc = _U32.unpack_from(raw, offset)[0]
-            start, length = loc & 0xFFFF, loc >> 16
+        def get(buf, start, offset=offset, rel=rel, show=show):
+            loc = _U32.unpack_from(buf, start + offset)[0]
+            begin, length = start + (loc & 0xFFFF), loc >> 16
             if rel:  # __rel_loc counts from the end of the loc word
-                start += offset + 4
-            return show(raw[start:start + length])
+                begin += offset + 4
+            return show(buf[begin:begin + length])
     else:
-        def get(raw, offset=offset, size=size):
-            return _hex(raw[offset:offset + size])
+        def get(buf, start, offset=offset, size=size):
+            return _hex(buf[start + offset:start + offset + size])
     return get
 
 
 class Decoder:
-    """Field access for one event layout; built once, shared by all its events."""
+    """Field access for one event layout; built once, shared by all its events.
+
+    Records are addressed as (buf, start): the drain loop copies a whole
+    batch of records out of the ring at once and events point into it."""
 
     __slots__ = ("layout", "by_index", "by_name", "names")
 
@@ -187,22 +191,22 @@ class Decoder:
         self.by_index = tuple(_make_getter(f) for f in args)
         self.by_name = {f.name: g for f, g in zip(args, self.by_index, strict=True)}
 
-    def arg(self, raw: bytes, n: int):
+    def arg(self, buf, start: int, n: int):
         try:
             getter = self.by_index[n]
         except IndexError:
             return None
         try:
-            return getter(raw)
+            return getter(buf, start)
         except struct.error:  # truncated record: treat the field as missing
             return None
 
-    def field(self, raw: bytes, name: str):
+    def field(self, buf, start: int, name: str):
         getter = self.by_name[name]  # KeyError for an unknown name, as the protocol says
         try:
-            return getter(raw)
+            return getter(buf, start)
         except struct.error:
             return None
 
-    def values(self, raw: bytes) -> list[tuple[str, object]]:
-        return [(name, self.field(raw, name)) for name in self.names]
+    def values(self, buf, start: int = 0) -> list[tuple[str, object]]:
+        return [(name, self.field(buf, start, name)) for name in self.names]

@@ -34,6 +34,7 @@ import mmap
 import os
 import select
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -221,6 +222,9 @@ def _open_error(desc: EventDesc, exc: OSError, pid: int, cpu: int) -> str:
 _HEADER = struct.Struct("<IHH")
 _SAMPLE_HEAD = struct.Struct("<QIIQI")  # identifier, pid, tid, time, cpu (+4 reserved)
 _SAMPLE_HEAD_SIZE = 8 + 32
+# header, identifier, pid, tid, time, cpu, (reserved skipped), raw size
+_FAST = struct.Struct("<IHHQIIQI4xI")
+_FAST_SIZE = _FAST.size
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LOST = struct.Struct("<QQ")
@@ -228,6 +232,12 @@ _PIDS = struct.Struct("<II")
 _EXIT = struct.Struct("<IIII")
 _SAMPLE = abi.PERF_RECORD_SAMPLE
 _PAGE = mmap.PAGESIZE
+
+
+# 128 pages (512 KiB) per CPU.  Workers of all sessions share one user's
+# locked-memory budget (perf_event_mlock_kb per CPU, then RLIMIT_MEMLOCK),
+# so rings are sized for a burst of about 10k events, not for more.
+DEFAULT_PAGES = 128
 
 
 class Ring:
@@ -253,11 +263,12 @@ class RingSet:
     every ring and returns how many it delivered.  ``fileno()``s are
     readable when a ring passed its watermark (or its event ended)."""
 
-    def __init__(self, opened: OpenedEvents, pages: int = 64):
+    def __init__(self, opened: OpenedEvents, pages: int = DEFAULT_PAGES):
         self.opened = opened
         self.tasks = TaskCache()
-        self.targets_by_desc = [Target(d) for d in opened.descs]
-        self.targets: dict[int, Target] = {}
+        self.targets_by_desc = [Target(d, self.tasks) for d in opened.descs]
+        self.targets: dict[int, Target] = {}  # sample identifier -> target
+        self.fast_targets: dict[int, Target] = {}  # the ones the drain's fast path takes
         self.rings: list[Ring] = []
         self.lost = 0  # samples the kernel reported lost so far (PERF_RECORD_LOST)
         self.delivered = 0
@@ -272,7 +283,10 @@ class RingSet:
                     self.rings.append(Ring(fd, pages))
             for position, (fd, (index, owner)) in enumerate(
                     zip(opened.fds, opened.slots, strict=True)):
-                self.targets[abi.ioctl_event_id(fd)] = self.targets_by_desc[index]
+                ident = abi.ioctl_event_id(fd)
+                self.targets[ident] = target = self.targets_by_desc[index]
+                if target.fast:
+                    self.fast_targets[ident] = target
                 if owner != position:
                     abi.ioctl_int(fd, abi.PERF_EVENT_IOC_SET_OUTPUT, opened.fds[owner])
         except BaseException:
@@ -327,16 +341,22 @@ class RingSet:
             # A reader that fell far behind gets a bounded burst, not thousands.
             for _ in range(min(expirations, MAX_TICK_BURST)):
                 pid = os.getpid()
-                handler(Event(target, self.tasks, pid, pid, time.monotonic_ns(),
-                              abi.current_cpu(), None, None))
+                handler(Event.make(target, pid, threading.get_native_id(), time.monotonic_ns(),
+                                   abi.current_cpu(), None))
                 n += 1
         return n
 
     def _drain_ring(self, ring: Ring, handler) -> int:
+        # The hot loop.  Everything between tail and head (up to the ring's
+        # end) is copied out with one slice; events point into that copy, so
+        # the kernel may reuse the ring as soon as the tail moves and no
+        # per-event copy is needed.  A tracepoint sample is read with one
+        # unpack (header, identifier, pid, tid, time, cpu, raw size) and
+        # becomes one Event; anything else (call chains, timers, side-band
+        # records, a record wrapping around the ring's end) takes _slow_record.
         mm, size, mask, base = ring.mm, ring.size, ring.size - 1, _PAGE
-        targets, tasks = self.targets, self.tasks
-        header_unpack, head_unpack, u32_unpack = (_HEADER.unpack_from, _SAMPLE_HEAD.unpack_from,
-                                                   _U32.unpack_from)
+        fast_targets = self.fast_targets
+        fast_unpack = _FAST.unpack_from
         n = counted = 0
         tail = ring.tail
         while True:
@@ -345,39 +365,65 @@ class RingSet:
                 break
             while tail < head:
                 off = tail & mask
-                rtype, _misc, rsize = header_unpack(mm, base + off)
-                if off + rsize > size:  # the record wraps: copy both parts out
-                    buf = mm[base + off:base + size] + mm[base:base + off + rsize - size]
-                    pos = 0
-                else:
-                    buf, pos = mm, base + off
-                tail += rsize
-                if rtype == _SAMPLE:
-                    ident, pid, tid, time_ns, cpu = head_unpack(buf, pos + 8)
-                    target = targets.get(ident)
-                    if target is None:
-                        continue
-                    p = pos + _SAMPLE_HEAD_SIZE
-                    chain = None
-                    if target.callchain:
-                        nr = _U64.unpack_from(buf, p)[0]
-                        chain = struct.unpack_from(f"<{nr}Q", buf, p + 8)
-                        p += 8 + 8 * nr
-                    raw = None
-                    if target.raw:
-                        rawsize = u32_unpack(buf, p)[0]
-                        raw = buf[p + 4:p + 4 + rawsize]
-                    n += 1
-                    if target.countable:
-                        counted += 1
-                    handler(Event(target, tasks, pid, tid, time_ns, cpu, raw, chain))
-                else:
-                    self._side_record(rtype, _misc, buf, pos, rsize)
+                span = min(head - tail, size - off)
+                chunk = mm[base + off:base + off + span]
+                pos = 0
+                fast_end = span - _FAST_SIZE
+                while pos < span:
+                    if pos <= fast_end:
+                        rtype, _misc, rsize, ident, pid, tid, time_ns, cpu, _rawsize = (
+                            fast_unpack(chunk, pos))
+                        if rtype == _SAMPLE and pos + rsize <= span:
+                            target = fast_targets.get(ident)
+                            if target is not None:
+                                counted += 1
+                                handler(Event(target, pid, tid, time_ns, cpu, chunk,
+                                              pos + _FAST_SIZE))
+                                pos += rsize
+                                continue
+                    rsize = _HEADER.unpack_from(chunk, pos)[2]
+                    if pos + rsize > span:
+                        break  # wraps around the ring's end: read from the ring below
+                    n += self._slow_record(chunk, pos, rsize, handler)
+                    pos += rsize
+                tail += pos
+                if pos < span:  # one record straddles the end of the ring
+                    rsize = _HEADER.unpack_from(mm, base + off + pos)[2]
+                    first = size - off - pos
+                    record = mm[base + off + pos:base + size] + mm[base:base + rsize - first]
+                    n += self._slow_record(record, 0, rsize, handler)
+                    tail += rsize
             # Done with everything up to head: give the space back to the kernel.
             _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
         ring.tail = tail
         self.counted_seen += counted
-        return n
+        return n + counted
+
+    def _slow_record(self, buf, pos: int, rsize: int, handler) -> int:
+        """Handle one record at ``buf[pos:pos + rsize]`` that the fast path did
+        not take; returns the number of samples delivered (0 or 1)."""
+        rtype, misc, _size = _HEADER.unpack_from(buf, pos)
+        if rtype != _SAMPLE:
+            self._side_record(rtype, misc, buf, pos, rsize)
+            return 0
+        ident, pid, tid, time_ns, cpu = _SAMPLE_HEAD.unpack_from(buf, pos + 8)
+        target = self.targets.get(ident)
+        if target is None:
+            return 0
+        p = pos + _SAMPLE_HEAD_SIZE
+        chain = None
+        if target.callchain:
+            nr = _U64.unpack_from(buf, p)[0]
+            chain = struct.unpack_from(f"<{nr}Q", buf, p + 8)
+            p += 8 + 8 * nr
+        raw = None
+        if target.raw:
+            rawsize = _U32.unpack_from(buf, p)[0]
+            raw = bytes(buf[p + 4:p + 4 + rawsize])
+        if target.countable:
+            self.counted_seen += 1
+        handler(Event.make(target, pid, tid, time_ns, cpu, raw, chain))
+        return 1
 
     def _side_record(self, rtype: int, misc: int, buf, pos: int, rsize: int) -> None:
         if rtype == abi.PERF_RECORD_LOST:

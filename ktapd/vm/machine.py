@@ -120,7 +120,22 @@ def _fornum(start: object, stop: object, step: object) -> range:
             raise KtapError(f"'for' {what} must be a number, got {values.type_name(v)}")
     if step == 0:
         raise KtapError("'for' step is zero")
-    return range(start, stop + 1 if step > 0 else stop - 1, step)
+    numbers = range(start, stop + 1 if step > 0 else stop - 1, step)
+    if _longer_than_any_budget(numbers):
+        numbers = numbers[:_NO_BUDGET_REACHES]
+    return numbers
+
+
+# A loop longer than this cannot finish within any step budget, so cutting
+# it here is invisible, and keeps len() within a C ssize_t.
+_NO_BUDGET_REACHES = 1 << 62
+
+
+def _longer_than_any_budget(numbers: range) -> bool:
+    try:
+        return len(numbers) > _NO_BUDGET_REACHES
+    except OverflowError:
+        return True
 
 
 def _clip(numbers: range, budget: int):

@@ -570,6 +570,7 @@ def int_registers(f: Function) -> frozenset[int]:
     Fixpoint over the writes: an integer constant, arithmetic, a FORNUM
     variable, an integer builtin, or a MOVE from such a register."""
     candidates = set(range(f.nparams, f.nregs)) - set(f.boxed)
+    written: set[int] = set()  # a register nothing writes stays nil
     moves: list[tuple[int, int]] = []
     for ins in f.code:
         number = ins[0]
@@ -578,6 +579,7 @@ def int_registers(f: Function) -> frozenset[int]:
             if kind != "w":
                 continue
             reg = ins[position]
+            written.add(reg)
             if number in _INT_RESULT_OPS or (number == op.FORNUM and position == 1):
                 continue
             if number == op.LOADK and f.constants[ins[2]].__class__ is int:
@@ -588,6 +590,7 @@ def int_registers(f: Function) -> frozenset[int]:
                 moves.append((reg, ins[2]))
                 continue
             candidates.discard(reg)
+    candidates &= written
     changed = True
     while changed:
         changed = False

@@ -172,3 +172,10 @@ def test_line_table_must_match():
 def test_not_a_program():
     with pytest.raises(VerifyError):
         verify("bytes")  # type: ignore[arg-type]
+
+
+def test_total_program_size_is_capped():
+    from ktapd.verifier import MAX_PROGRAM_INSTRUCTIONS
+    half = fn([("LOADNIL", 0)] * (MAX_PROGRAM_INSTRUCTIONS // 2) + [RET], name="half")
+    main = main_fn([("LOADNIL", 0)] * (MAX_PROGRAM_INSTRUCTIONS // 2) + [RET])
+    refused(prog(main, half), f"more than the {MAX_PROGRAM_INSTRUCTIONS} the VM loads")

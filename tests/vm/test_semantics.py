@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ktap_asm import TICK, TRACE, fn, main_fn, prog
+from ktap_asm import TICK, TRACE, K, fn, main_fn, prog
 from vmrun import output, script, start
 
 from protocol.limits import RuntimeLimits
@@ -232,3 +232,31 @@ def test_trace_end_is_not_a_registration():
     run = script("trace_end { print(\"bye\") }\ntick-1s { }")
     assert [r.probe.kind for r in run.machine.registrations] == ["tick"]
     assert run.machine.run_end() and run.text() == "bye\n"
+
+
+def test_a_loop_over_the_whole_int64_range_just_runs_out_of_budget():
+    limits = RuntimeLimits(main_steps=1000)
+    for src in ("for (i = -0x7fffffffffffffff - 1, 0x7fffffffffffffff) { }",
+                "var n = 0\nfor (i = 0x7fffffffffffffff, -0x7fffffffffffffff - 1, -1) { n += 1 }",
+                "function f() { }\nfor (i = -0x7fffffffffffffff - 1, 0x7fffffffffffffff) { f() }"):
+        assert output(src, limits=limits) == "error: loop execute count exceed max limit\n", src
+
+
+def test_for_step_zero_is_an_error():
+    assert output("var z = 0\nfor (i = 1, 2, z) { }") == "error: 'for' step is zero\n"
+
+
+def test_deepest_nesting_allowed_translates_and_runs():
+    from protocol import limits as L
+    loops, ifs = L.MAX_LOOP_DEPTH, L.MAX_BLOCK_DEPTH - L.MAX_LOOP_DEPTH
+    code = [("LOADBOOL", 1, 1)] + [("LOOP",)] * loops + [("IF", 1)] * ifs
+    code += [("CLOSURE", 2, 1), ("CALL", 2, 2, 0), ("NEWTABLE", 4), ("LOADK", 3, K(1)),
+             ("ADDTABLE", 4, 3, 3), ("CALLB", 5, "print", 3, 1), ("BREAK",)]
+    code += [("END",)] * ifs + [("END",), ("BREAK",)] * (loops - 1) + [("END",), ("RETURN0",)]
+    run = start(prog(main_fn(code), fn([("RETURN0",)])))
+    assert run.ok and run.text() == "1\n"
+
+
+def test_a_register_nothing_writes_reads_as_nil():
+    run = start(prog(main_fn([("CALLB", 2, "print", 1, 1), ("RETURN0",)], nregs=3)))
+    assert run.text() == "nil\n"
