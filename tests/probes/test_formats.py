@@ -114,54 +114,66 @@ def test_wire_round_trip():
 def test_decode_syscall_args():
     decoder = Decoder(parse_format(OPENAT, "syscalls"))
     raw = _common(782) + struct.pack("<i4xQQQQ", 257, 0xFFFFFF9C, 0x7F0000001000, 0x80000, 0)
-    assert decoder.arg(raw, 0) == 257
-    assert decoder.arg(raw, 1) == 0xFFFFFF9C
-    assert decoder.field(raw, "flags") == 0x80000
-    assert decoder.arg(raw, 9) is None
+    assert decoder.arg(raw, 0, 0) == 257
+    assert decoder.arg(raw, 0, 1) == 0xFFFFFF9C
+    assert decoder.field(raw, 0, "flags") == 0x80000
+    assert decoder.arg(raw, 0, 9) is None
     with pytest.raises(KeyError):
-        decoder.field(raw, "nope")
-    assert decoder.arg(raw[:20], 3) is None  # a truncated record yields nil, not a crash
+        decoder.field(raw, 0, "nope")
+    assert decoder.arg(raw[:20], 0, 3) is None  # a truncated record yields nil, not a crash
+
+
+def test_records_inside_a_larger_buffer():
+    """The drain loop hands out (batch, start): offsets are relative to start."""
+    layout = parse_format(EXEC, "sched")
+    decoder = Decoder(layout)
+    name = b"/bin/sh\0"
+    record = _common(316) + struct.pack("<Iii", (len(name) << 16) | 20, 9, 8) + name
+    batch = b"\xff" * 44 + record + b"\xee" * 16
+    assert decoder.field(batch, 44, "filename") == "/bin/sh"
+    assert decoder.arg(batch, 44, 2) == 8
+    assert argstr.renderer(layout)(decoder, batch, 44) == "filename=/bin/sh pid=9 old_pid=8"
 
 
 def test_decode_data_loc_and_chars():
     decoder = Decoder(parse_format(EXEC, "sched"))
     name = b"/usr/bin/cat\0"
     raw = _common(316) + struct.pack("<Iii", (len(name) << 16) | 20, 7, 7) + name
-    assert decoder.field(raw, "filename") == "/usr/bin/cat"
-    assert decoder.arg(raw, 1) == 7
+    assert decoder.field(raw, 0, "filename") == "/usr/bin/cat"
+    assert decoder.arg(raw, 0, 1) == 7
     switch = Decoder(parse_format(SWITCH, "sched"))
     raw = (_common(372) + b"bash".ljust(16, b"\0") + struct.pack("<iiq", 10, 120, 1)
            + b"swapper/0".ljust(16, b"\0") + struct.pack("<ii", 0, 120))
-    assert switch.field(raw, "prev_comm") == "bash"
-    assert switch.field(raw, "next_comm") == "swapper/0"
-    assert switch.field(raw, "prev_state") == 1
+    assert switch.field(raw, 0, "prev_comm") == "bash"
+    assert switch.field(raw, 0, "next_comm") == "swapper/0"
+    assert switch.field(raw, 0, "prev_state") == 1
 
 
 def test_argstr_syscalls_like_the_kernel():
     layout = parse_format(OPENAT, "syscalls")
     raw = _common(782) + struct.pack("<i4xQQQQ", 257, 0xFFFFFF9C, 0x7F0000001000, 0x80000, 0)
     render = argstr.renderer(layout)
-    assert render(Decoder(layout), raw) == (
+    assert render(Decoder(layout), raw, 0) == (
         "sys_openat(dfd: 0xffffff9c, filename: 0x7f0000001000, flags: 0x80000, mode: 0)")
     exit_text = ("name: sys_exit_close\nID: 1\n" + COMMON
                  + "\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n"
                  + "\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n")
     exit_layout = parse_format(exit_text, "syscalls")
     render = argstr.renderer(exit_layout)
-    assert render(Decoder(exit_layout), _common(1) + struct.pack("<i4xq", 3, 0)) == "sys_close -> 0x0"
-    assert render(Decoder(exit_layout), _common(1) + struct.pack("<i4xq", 3, -9)) == (
+    assert render(Decoder(exit_layout), _common(1) + struct.pack("<i4xq", 3, 0), 0) == "sys_close -> 0x0"
+    assert render(Decoder(exit_layout), _common(1) + struct.pack("<i4xq", 3, -9), 0) == (
         "sys_close -> 0xfffffffffffffff7")
 
 
 def test_argstr_print_fmt():
     layout = parse_format(WAKEUP, "sched")
     raw = _common(374) + b"kworker/1:2".ljust(16, b"\0") + struct.pack("<iii", 77, 120, 1)
-    assert argstr.renderer(layout)(Decoder(layout), raw) == (
+    assert argstr.renderer(layout)(Decoder(layout), raw, 0) == (
         "comm=kworker/1:2 pid=77 prio=120 target_cpu=001")
     layout = parse_format(EXEC, "sched")
     name = b"/usr/bin/cat\0"
     raw = _common(316) + struct.pack("<Iii", (len(name) << 16) | 20, 7, 7) + name
-    assert argstr.renderer(layout)(Decoder(layout), raw) == (
+    assert argstr.renderer(layout)(Decoder(layout), raw, 0) == (
         "filename=/usr/bin/cat pid=7 old_pid=7")
 
 
@@ -171,7 +183,7 @@ def test_argstr_sched_switch(state, shown):
     layout = parse_format(SWITCH, "sched")
     raw = (_common(372) + b"bash".ljust(16, b"\0") + struct.pack("<iiq", 10, 120, state)
            + b"swapper/0".ljust(16, b"\0") + struct.pack("<ii", 0, 120))
-    assert argstr.renderer(layout)(Decoder(layout), raw) == (
+    assert argstr.renderer(layout)(Decoder(layout), raw, 0) == (
         f"prev_comm=bash prev_pid=10 prev_prio=120 prev_state={shown} ==> "
         "next_comm=swapper/0 next_pid=0 next_prio=120")
 
@@ -183,4 +195,4 @@ def test_argstr_fallback_for_unknown_helpers():
             + 'print fmt: "mode=%s addr=%lx", __print_symbolic(REC->mode, { 1, "A" }), REC->addr\n')
     layout = parse_format(text, "x")
     raw = _common(5) + struct.pack("<i4xQ", 1, 0x1234)
-    assert argstr.renderer(layout)(Decoder(layout), raw) == "mode=1 addr=0x1234"
+    assert argstr.renderer(layout)(Decoder(layout), raw, 0) == "mode=1 addr=0x1234"

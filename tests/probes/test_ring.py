@@ -64,8 +64,9 @@ def _ringset(ring: FakeRing, descs: list[EventDesc], ids: list[int]) -> RingSet:
     rs = RingSet.__new__(RingSet)
     rs.opened = OpenedEvents([], [], descs)
     rs.tasks = TaskCache()
-    rs.targets_by_desc = [Target(d) for d in descs]
+    rs.targets_by_desc = [Target(d, rs.tasks) for d in descs]
     rs.targets = dict(zip(ids, rs.targets_by_desc, strict=True))
+    rs.fast_targets = {i: t for i, t in rs.targets.items() if t.fast}
     rs.rings = [ring]
     rs.timers = []
     rs.lost = rs.delivered = rs.counted_seen = 0
@@ -89,8 +90,8 @@ def test_samples_lost_and_wrapping_records():
     assert rs.drain(seen.append) == 3
     assert [e.time_ns for e in seen] == [1000, 1001, 1002]
     first = seen[0]
-    assert (first.tag, first.pid, first.tid, first.cpu, first.probename) == (
-        7, 55, 56, 1, "sys_enter_getppid")
+    assert (first.tag, first.tgid, first.pid, first.tid, first.cpu, first.probename) == (
+        7, 55, 56, 56, 1, "sys_enter_getppid")  # pid is the thread's kernel pid, as in ktap
     assert first.arg(0) == 110
     assert first.argstr == "sys_getppid()"
     assert rs.lost == 17
