@@ -193,7 +193,7 @@ class Lexer:
                     yield self._token("EVENTVAR", word, start, line, col)
                 else:
                     yield self._token("NAME", word, start, line, col)
-            elif ch.isdigit():
+            elif "0" <= ch <= "9":
                 m = _NUMBER_RE.match(text, start)
                 if parse_number(m.group()) is None:
                     raise self._error("malformed number", start, end=m.end())
@@ -364,8 +364,16 @@ class Lexer:
         return i
 
     def _skip_blanks(self, limit: int) -> None:
-        while self.pos < limit and self.text[self.pos].isspace():
-            self._advance_to(self.pos + 1)
+        """White space and whole-line comments between event specs."""
+        text = self.text
+        while self.pos < limit:
+            if text[self.pos].isspace():
+                self._advance_to(self.pos + 1)
+            elif text[self.pos] == "#" or text.startswith("--", self.pos):
+                end = text.find("\n", self.pos, limit)
+                self._advance_to(limit if end < 0 else end)
+            else:
+                return
 
     def _interval(self) -> Iterator[Token]:
         """After tick/profile: '-' and the raw interval text ("1s", "100ms")."""

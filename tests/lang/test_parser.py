@@ -136,3 +136,16 @@ def test_one_liner_compiles_in_a_few_milliseconds():
         compile_source("trace syscalls:sys_enter_openat { print(execname, argstr) }")
     per_compile = (time.perf_counter() - start) / 20
     assert per_compile < 0.01, f"{per_compile * 1000:.1f} ms per one-liner"
+
+
+def test_comments_between_event_specs():
+    source = "trace sched:a, # the first\n  sched:b -- the second\n{ }"
+    assert [t for t in tokens(source) if t[0] == "EVENTSPEC"] == [
+        ("EVENTSPEC", "sched:a"), ("EVENTSPEC", "sched:b")]
+
+
+def test_non_ascii_digits_and_letters_are_refused_cleanly():
+    for source in ("var x = ²", "var é = 1"):
+        with pytest.raises(CompileError) as info:
+            compile_source(source)
+        assert "unexpected character" in str(info.value)
