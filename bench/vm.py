@@ -96,14 +96,14 @@ def case_printf():
     return m, reg, plain
 
 
-def measure(iterations: int) -> None:
+def measure(iterations: int, rounds: int = 9) -> None:
     event = FakeEvent(execname="bash", pid=1234)
     print(f"{'handler':40s} {'vm ns':>8s} {'plain ns':>9s} {'ratio':>6s}")
     for case in (case_count_by_execname, case_counter, case_loop10, case_printf):
         m, reg, plain = case()
         run = m.run_handler
         best_vm = best_plain = float("inf")
-        for _ in range(5):
+        for _ in range(rounds):
             t0 = time.perf_counter_ns()
             for _ in range(iterations):
                 run(reg, event)

@@ -115,27 +115,26 @@ def _nottable(value: object) -> None:
 
 
 def _fornum(start: object, stop: object, step: object) -> range:
-    for what, v in (("initial value", start), ("limit", stop), ("step", step)):
-        if v.__class__ is not int:
-            raise KtapError(f"'for' {what} must be a number, got {values.type_name(v)}")
-    if step == 0:
+    if start.__class__ is not int or stop.__class__ is not int or step.__class__ is not int:
+        for what, v in (("initial value", start), ("limit", stop), ("step", step)):
+            if v.__class__ is not int:
+                raise KtapError(f"'for' {what} must be a number, got {values.type_name(v)}")
+    if step > 0:
+        numbers = range(start, stop + 1, step)
+        if stop - start < _NO_BUDGET_REACHES:
+            return numbers
+    elif step < 0:
+        numbers = range(start, stop - 1, step)
+        if start - stop < _NO_BUDGET_REACHES:
+            return numbers
+    else:
         raise KtapError("'for' step is zero")
-    numbers = range(start, stop + 1 if step > 0 else stop - 1, step)
-    if _longer_than_any_budget(numbers):
-        numbers = numbers[:_NO_BUDGET_REACHES]
-    return numbers
+    return numbers[:_NO_BUDGET_REACHES]
 
 
 # A loop longer than this cannot finish within any step budget, so cutting
 # it here is invisible, and keeps len() within a C ssize_t.
 _NO_BUDGET_REACHES = 1 << 62
-
-
-def _longer_than_any_budget(numbers: range) -> bool:
-    try:
-        return len(numbers) > _NO_BUDGET_REACHES
-    except OverflowError:
-        return True
 
 
 def _clip(numbers: range, budget: int):
@@ -196,6 +195,7 @@ _HELPERS = {
     "str": str,
     "int": int,
     "BaseException": BaseException,
+    "range": range,
 }
 
 

@@ -430,9 +430,15 @@ def _loop(t):
 
 
 def _fornum(t, a, b, c, d):
+    # The operands are read once, before the loop: what is known about them
+    # still holds here.  The common `for (i = x, y)` (step 1, integer
+    # bounds) needs no helper call and no length computation.
+    simple = t.const.get(d) == "1" and t.is_int(b) and t.is_int(c)
+    first, last = t.reg(b), t.reg(c)
+    numbers = f"range({first}, {last} + 1)" if simple else f"_fornum(r{b}, r{c}, r{d})"
     t.forget()
     if t.pc not in t.leaf_open:
-        t.emit(f"for r{a} in _fornum(r{b}, r{c}, r{d}):")
+        t.emit(f"for r{a} in {numbers}:")
         t.depth += 1
         t.step()
         t.ints.add(a)
@@ -442,9 +448,10 @@ def _fornum(t, a, b, c, d):
     # range is cut to the budget left (one pass more raises), and the
     # passes done are the index of the last value (range.index is O(1)).
     n = t.depth
-    t.emit(f"_r{n} = _fornum(r{b}, r{c}, r{d})")
+    fits = f"{last} - {first} < {t.budget}" if simple else f"len(_r{n}) <= {t.budget}"
+    t.emit(f"_r{n} = {numbers}")
     t.emit(f"_i{n} = None")
-    t.emit(f"for _i{n} in (_r{n} if len(_r{n}) <= {t.budget} else _clip(_r{n}, {t.budget})):")
+    t.emit(f"for _i{n} in (_r{n} if {fits} else _clip(_r{n}, {t.budget})):")
     t.depth += 1
     t.emit(f"r{a} = _i{n}")
     t.ints.add(a)
