@@ -45,7 +45,7 @@ def parse(source: str, filename: str = "(command line)") -> ast.Chunk:
     except LexError as exc:
         raise ParseFailed([Diagnostic(exc.message, exc.span)]) from None
     except lark.exceptions.UnexpectedToken as exc:
-        raise ParseFailed([_explain(exc, lexer.tokens)]) from None
+        raise ParseFailed([_explain(exc, lexer.tokens, lexer.text)]) from None
     finally:
         _Current.lexer = None
     builder = _Builder()
@@ -146,7 +146,7 @@ def _token_span(tok, tokens) -> Span:
                 tok.end_column if tok.end_line == tok.line else tok.column + 1)
 
 
-def _explain(exc, tokens) -> Diagnostic:
+def _explain(exc, tokens, text: str) -> Diagnostic:
     tok = exc.token
     expected = set(exc.expected)
     # The tokens before the offending one (the lexer may have run ahead by one).
@@ -154,6 +154,9 @@ def _explain(exc, tokens) -> Diagnostic:
     span = _token_span(tok, before)
     unexpected = f"unexpected {_describe(tok)}"
 
+    hint = _hint(tok, before, text)
+    if hint:
+        return Diagnostic(hint, span)
     if "_RPAR" in expected and _open_paren_owner(before) in _CONDITION_KEYWORDS:
         return Diagnostic(f"expected ')' after condition, found {_describe(tok)}", span)
     if "_LPAR" in expected and before and before[-1].type in _CONDITION_KEYWORDS:
@@ -187,6 +190,20 @@ def _explain(exc, tokens) -> Diagnostic:
     if owner in ("NAME", "_RPAR", "_RSQB"):  # the '(' of a call
         return Diagnostic(f"{unexpected}; expected ')'", span)
     return Diagnostic(unexpected, span)
+
+
+def _hint(tok, before, text: str) -> str | None:
+    """Mistakes people bring from C and Lua, recognised by the tokens."""
+    prev = before[-1] if before else None
+    if prev is not None and prev.type == "_ELSE" and tok.type == "_IF":
+        return "expected '{' after 'else'; for another condition write 'elseif (...)'"
+    if prev is not None and prev.type == "NAME" and prev.value == "local" and tok.type == "NAME":
+        return "'local' is not a ktap word: declare variables with 'var'"
+    if tok.type == "_MINUS" and text.startswith("=", tok.end_pos):
+        return "ktap has '+=' but no '-=': write x = x - y"
+    if tok.type == "_SEMI" and _open_paren_owner(before) == "_FOR":
+        return "unexpected ';': ktap's for is 'for (i = first, last[, step])', not C's"
+    return None
 
 
 def _or_list(items: list[str]) -> str:
@@ -324,7 +341,10 @@ class _Builder:
 
     def s_expr_stat(self, tree, span, ch):
         expr = self.exp(ch[0])
-        if not isinstance(expr, ast.Call):
+        if isinstance(expr, ast.Name) and expr.name == "local":
+            self.diagnostics.append(Diagnostic(
+                "'local' is not a ktap word: declare variables with 'var'", span))
+        elif not isinstance(expr, ast.Call):
             self.diagnostics.append(Diagnostic(
                 "this expression is not a statement: expected an assignment or a call", span))
         return ast.ExprStat(span, expr)

@@ -72,6 +72,14 @@ CASES = [
      't.kp:1:11: error: empty filter\ntrace a:b /  / { }\n          ^~~~'),
     ('filter newline', 'trace a:b /x ==\n 1/ { }',
      't.kp:1:11: error: filter contains a control character or newline\ntrace a:b /x ==\n          ^~~~~'),
+    ('else if', 'if (1) { } else if (2) { }',
+     "t.kp:1:17: error: expected '{' after 'else'; for another condition write 'elseif (...)'\nif (1) { } else if (2) { }\n                ^~"),
+    ('local', 'local x = 1',
+     "t.kp:1:1: error: 'local' is not a ktap word: declare variables with 'var'\nlocal x = 1\n^~~~~"),
+    ('minus equals', 'var x = 1\nx -= 1',
+     "t.kp:2:3: error: ktap has '+=' but no '-=': write x = x - y\nx -= 1\n  ^"),
+    ('c for', 'for (i = 0; i < 3; i += 1) { }',
+     "t.kp:1:11: error: unexpected ';': ktap's for is 'for (i = first, last[, step])', not C's\nfor (i = 0; i < 3; i += 1) { }\n          ^"),
 ]
 
 
