@@ -1,18 +1,21 @@
-"""The trio client: talk to ktapd over its Unix socket, stream a session's output.
+"""The client: talk to ktapd over its Unix socket, stream a session's output.
 
-This is the I/O shell around protocol.connection.Connection (sans-IO): it
-connects, says hello, sends ``run`` (or ``attach``, or a one-shot request
-such as ``list``), and turns what comes back into output through
-ktapctl/render.py.  It owns the things only the client can do:
+This is the I/O shell around protocol.connection.Connection (sans-IO).  A
+``Handshake`` connects, says hello and sends the first request on a plain
+blocking socket (one-shot requests such as ``list`` finish right there);
+a session (``run`` or ``attach``) then moves into trio, imported only at
+that point so the import overlaps with the daemon starting the session.
+Output goes through ktapctl/render.py.  It owns the things only the client
+can do:
 
 * Ctrl-C: the first one sends ``exit`` (``detach`` when attached to
   someone's session) and keeps reading until ``ended``, so trace_end's
   output arrives; a second one stops at once (exit status 130).
-* ``-- cmd``: the workload is forked *before* trio starts, as the calling
-  user, and waits on a pipe; it is released (exec) when ``started`` says
-  the probes are on, reaped as soon as it exits (a zombie would look alive
-  to the daemon), and terminated if the session ends first (as bpftrace
-  does with ``-c``).
+* ``-- cmd``: the workload is forked *before* anything else, as the
+  calling user, and waits on a pipe; it is released (exec) when
+  ``started`` says the probes are on, reaped as soon as it exits (a zombie
+  would look alive to the daemon), and terminated if the session ends
+  first (as bpftrace does with ``-c``).
 * Embedded mode: when no daemon answers at the default socket, root (or
   anyone, for a script with no trace/tick/profile probe, which needs no
   privilege) gets an in-process daemon from ``ktapd.embedded`` on a
@@ -30,12 +33,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import trio
 
 from ktapctl import __version__
 from ktapctl.cli import (
@@ -86,69 +88,136 @@ class DaemonUnreachable(ClientError):
 # --- one connection -------------------------------------------------------------
 
 
-class Channel:
-    """A greeted connection to ktapd: send messages, receive messages."""
+class Handshake:
+    """A greeted connection on a plain blocking socket.
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.conn = Connection(CLIENT)
+    Connecting, the hellos and the first request need no event loop, so
+    they happen before trio is imported: the daemon starts the session's
+    worker while we import trio (start-up time).  One-shot requests (list,
+    status, -le ...) never need trio at all.  ``Channel.adopt`` moves the
+    socket and its Connection into trio for a streamed session."""
+
+    def __init__(self, sock: socket.socket, conn: Connection) -> None:
+        self.sock = sock
+        self.conn = conn
         self.server = ""
 
     @classmethod
-    async def open(cls, path: str) -> Channel:
+    def open(cls, path: str) -> Handshake:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            stream = await trio.open_unix_socket(path)
-        except FileNotFoundError:
-            raise DaemonUnreachable(f"no ktapd socket at {path}") from None
-        except ConnectionRefusedError:
-            raise DaemonUnreachable(f"ktapd is not running (nothing listens at {path})") from None
-        except PermissionError:
-            raise ClientError(
-                f"permission denied on {path}: ask to be added to the ktap group"
-            ) from None
+            sock.connect(path)
         except OSError as exc:
-            raise DaemonUnreachable(f"cannot connect to {path}: {exc.strerror}") from None
-        channel = cls(stream)
-        await channel.send(msg.Hello(client=f"{PROG} {__version__}"))
-        reply = await channel.receive()
+            sock.close()
+            raise _connect_error(path, exc) from None
+        channel = cls(sock, Connection(CLIENT))
+        try:
+            channel.send(msg.Hello(client=f"{PROG} {__version__}"))
+            reply = channel.receive()
+        except BaseException:
+            sock.close()
+            raise
         if isinstance(reply, msg.ErrorMessage):
+            sock.close()
             raise ClientError(f"ktapd refused the connection: {reply.message}")
         channel.server = reply.server
         return channel
 
+    def send(self, message: msg.Message) -> None:
+        try:
+            self.sock.sendall(self.conn.send(message))
+        except OSError:
+            raise ClientError("lost the connection to ktapd") from None
+
+    def receive(self) -> msg.Message:
+        while (event := _buffered_message(self.conn)) is None:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except OSError:
+                raise ClientError("lost the connection to ktapd") from None
+            _feed(self.conn, data)
+        return event
+
+    def request(self, message: msg.Message) -> object:
+        """A one-shot request; its reply's data, or ClientError when refused."""
+        self.send(message)
+        while True:
+            answer = self.receive()
+            if isinstance(answer, msg.Reply):
+                return answer.data
+            if isinstance(answer, msg.ErrorMessage):
+                raise ClientError(answer.message)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _connect_error(path: str, exc: OSError) -> ClientError:
+    if isinstance(exc, FileNotFoundError):
+        return DaemonUnreachable(f"no ktapd socket at {path}")
+    if isinstance(exc, ConnectionRefusedError):
+        return DaemonUnreachable(f"ktapd is not running (nothing listens at {path})")
+    if isinstance(exc, PermissionError):
+        return ClientError(f"permission denied on {path}: ask to be added to the ktap group")
+    return DaemonUnreachable(f"cannot connect to {path}: {exc.strerror}")
+
+
+def _buffered_message(conn: Connection) -> msg.Message | None:
+    """The next message already received, or None when more bytes are
+    needed; the end of the stream and protocol failures become ClientError."""
+    try:
+        event = conn.next_event()
+    except ProtocolError as exc:
+        raise ClientError(f"protocol error talking to ktapd: {exc}") from None
+    if event is NEED_DATA:
+        return None
+    if event is CLOSED_BY_PEER:
+        raise ClientError("ktapd closed the connection")
+    if isinstance(event, msg.ErrorMessage) and event.fatal:
+        raise ClientError(f"ktapd: {event.message}")
+    return event
+
+
+def _feed(conn: Connection, data: bytes) -> None:
+    try:
+        conn.receive_data(data)
+    except ProtocolError as exc:
+        raise ClientError(f"protocol error talking to ktapd: {exc}") from None
+
+
+class Channel:
+    """The same connection inside trio, for a streamed session."""
+
+    def __init__(self, stream, conn: Connection) -> None:
+        self.stream = stream
+        self.conn = conn
+
+    @classmethod
+    def adopt(cls, handshake: Handshake) -> Channel:
+        import trio
+
+        return cls(
+            trio.SocketStream(trio.socket.from_stdlib_socket(handshake.sock)), handshake.conn
+        )
+
     async def send(self, message: msg.Message) -> None:
+        import trio
+
         try:
             await self.stream.send_all(self.conn.send(message))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise ClientError("lost the connection to ktapd") from None
 
     async def receive(self) -> msg.Message:
-        try:
-            while True:
-                event = self.conn.next_event()
-                if event is NEED_DATA:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                    self.conn.receive_data(data)
-                    continue
-                if event is CLOSED_BY_PEER:
-                    raise ClientError("ktapd closed the connection")
-                if isinstance(event, msg.ErrorMessage) and event.fatal:
-                    raise ClientError(f"ktapd: {event.message}")
-                return event
-        except ProtocolError as exc:
-            raise ClientError(f"protocol error talking to ktapd: {exc}") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            raise ClientError("lost the connection to ktapd") from None
+        import trio
 
-    async def request(self, message: msg.Message) -> object:
-        """A one-shot request; its reply's data, or ClientError when refused."""
-        await self.send(message)
-        while True:
-            answer = await self.receive()
-            if isinstance(answer, msg.Reply):
-                return answer.data
-            if isinstance(answer, msg.ErrorMessage):
-                raise ClientError(answer.message)
+        while (event := _buffered_message(self.conn)) is None:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                raise ClientError("lost the connection to ktapd") from None
+            _feed(self.conn, data)
+        return event
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -227,6 +296,8 @@ class Workload:
 
     async def wait(self) -> None:
         """Reap the workload as soon as it exits (pidfd: no polling)."""
+        import trio
+
         try:
             pidfd = os.pidfd_open(self.pid)
         except OSError:
@@ -305,16 +376,18 @@ class SessionState:
 
 async def stream_session(
     channel: Channel,
-    first: msg.Message,
     opts: Options,
     sink: Sink,
     workload: Workload | None = None,
     on_interrupt: msg.Message | None = None,
 ) -> int:
-    """Send ``first`` (run or attach) and relay the session until it ends.
+    """Relay the session the channel is attached to (its run or attach is
+    already sent) until it ends.
 
     Ctrl-C sends ``on_interrupt`` (exit by default) once, then a second
     Ctrl-C returns EXIT_INTERRUPTED without waiting."""
+    import trio
+
     state = SessionState()
     interrupt_message = on_interrupt if on_interrupt is not None else msg.Exit()
     async with trio.open_nursery() as nursery:
@@ -322,7 +395,6 @@ async def stream_session(
         if workload is not None:
             nursery.start_soon(workload.wait)
         try:
-            await channel.send(first)
             state.status = await _relay(channel, opts, sink, workload, state)
         except (ClientError, BrokenPipeError) as exc:
             # Re-raised outside the nursery, so callers see the exception
@@ -340,7 +412,9 @@ async def stream_session(
     return state.status
 
 
-async def _watch_interrupts(channel, state, message, nursery, task_status=trio.TASK_STATUS_IGNORED):
+async def _watch_interrupts(channel, state, message, nursery, *, task_status):
+    import trio
+
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         task_status.started()
         async for _ in signals:
@@ -433,12 +507,9 @@ def run_program(program: Program, opts: Options) -> int:
         workload = Workload(opts.command) if opts.command else None
         first = run_message(program, opts, workload)
 
-        async def session(path: str) -> int:
-            channel = await Channel.open(path)
-            try:
-                return await stream_session(channel, first, opts, sink, workload)
-            finally:
-                await channel.aclose()
+        def session(handshake: Handshake) -> int:
+            handshake.send(first)
+            return _stream(handshake, opts, sink, workload)
 
         embeddable = os.geteuid() == 0 or not privileged
         return _with_daemon(opts, session, embeddable)
@@ -456,27 +527,17 @@ def run_request(opts: Options) -> int:
     """list, status, attach, kill, -le, -lf, -lm."""
     try:
         if opts.action == "attach":
-            sink_out = open_output(opts)
-            sink = Sink(sink_out, opts.json)
+            sink = Sink(open_output(opts), opts.json)
 
-            async def attach(path: str) -> int:
-                channel = await Channel.open(path)
-                try:
-                    return await stream_session(
-                        channel, msg.Attach(opts.session), opts, sink, on_interrupt=msg.Detach()
-                    )
-                finally:
-                    await channel.aclose()
+            def attach(handshake: Handshake) -> int:
+                handshake.send(msg.Attach(opts.session))
+                return _stream(handshake, opts, sink, on_interrupt=msg.Detach())
 
             return _with_daemon(opts, attach, embeddable=False)
         message = _REQUESTS[opts.action](opts)
 
-        async def ask(path: str) -> int:
-            channel = await Channel.open(path)
-            try:
-                data = await channel.request(message)
-            finally:
-                await channel.aclose()
+        def ask(handshake: Handshake) -> int:
+            data = handshake.request(message)
             _print_reply(opts, data)
             return EXIT_OK
 
@@ -497,13 +558,30 @@ _REQUESTS: dict[str, Callable[[Options], msg.Message]] = {
 }
 
 
-def _with_daemon(opts: Options, body: Callable[[str], object], embeddable: bool) -> int:
-    """trio.run(body, socket) against the daemon at the socket, or an
-    embedded one (see the module docstring for when)."""
+def _stream(
+    handshake: Handshake, opts: Options, sink: Sink, workload=None, on_interrupt=None
+) -> int:
+    """Hand the connection to trio and relay the session.  trio is imported
+    only now, while the daemon is already starting the session."""
+    import trio
+
+    async def relay() -> int:
+        channel = Channel.adopt(handshake)
+        try:
+            return await stream_session(channel, opts, sink, workload, on_interrupt)
+        finally:
+            await channel.aclose()
+
+    return trio.run(relay)
+
+
+def _with_daemon(opts: Options, body: Callable[[Handshake], int], embeddable: bool) -> int:
+    """``body`` with a greeted connection to the daemon at the socket, or to
+    an embedded one (see the module docstring for when)."""
     if opts.embedded:
         return _embedded_daemon(body)
     try:
-        return trio.run(body, opts.socket_path)
+        handshake = Handshake.open(opts.socket_path)
     except DaemonUnreachable as exc:
         if opts.socket_was_chosen or not embeddable:
             hint = "" if opts.socket_was_chosen else " (is the ktapd service running?)"
@@ -511,15 +589,23 @@ def _with_daemon(opts: Options, body: Callable[[str], object], embeddable: bool)
         if opts.verbose:
             _say(f"{exc}; starting an embedded daemon")
         return _embedded_daemon(body)
+    try:
+        return body(handshake)
+    finally:
+        handshake.close()
 
 
-def _embedded_daemon(body: Callable[[str], object]) -> int:
+def _embedded_daemon(body: Callable[[Handshake], int]) -> int:
     try:
         from ktapd.embedded import serve  # the one ktapctl -> ktapd import (DESIGN.md)
     except ImportError as exc:
         raise ClientError(f"no ktapd to start in-process here ({exc})") from None
     with serve() as path:
-        return trio.run(body, path)
+        handshake = Handshake.open(path)
+        try:
+            return body(handshake)
+        finally:
+            handshake.close()
 
 
 # --- printing replies -------------------------------------------------------------------
