@@ -54,6 +54,7 @@ from protocol.bytecode.program import (
 _ARITH = {"add": op.ADD, "sub": op.SUB, "mul": op.MUL, "div": op.DIV, "mod": op.MOD,
           "concat": op.CONCAT, "eq": op.EQ, "ne": op.NE, "lt": op.LT, "le": op.LE}
 _SWAPPED = {"gt": op.LT, "ge": op.LE}  # a > b is b < a
+_NAME_MAX = 256  # longest function or upvalue name the bytecode format keeps
 
 
 class LimitExceeded(Exception):
@@ -145,9 +146,11 @@ class CodeGen:
             return x.register() if isinstance(x, BoxRef) else x
 
         code = tuple(tuple(place(x) for x in ins) for ins in fs.code)
-        upvalues = tuple(Upvalue(u.kind, place(u.index), u.name) for u in fs.upvalues)
+        # Names are for people reading disassembly; the format caps them.
+        upvalues = tuple(Upvalue(u.kind, place(u.index), u.name[:_NAME_MAX])
+                         for u in fs.upvalues)
         return Function(
-            name=fs.info.name,
+            name=fs.info.name[:_NAME_MAX],
             nparams=fs.nparams,
             nregs=nregs,
             boxed=tuple(base + b.number for b in fs.boxes),

@@ -309,3 +309,10 @@ def test_main_takes_arg_and_functions_their_params():
     assert program.functions[1].nparams == 3
     assert program.functions[1].line == 1
     assert program.source_name == "t.kp"
+
+
+def test_long_names_are_cut_to_what_the_format_keeps():
+    name = "f" * 300
+    program = compile_ok(f"var {name} = 1\nfunction {name}() {{ return {name} }}")
+    assert len(program.functions[1].name) == 256
+    assert all(len(u.name) <= 256 for u in program.functions[1].upvalues)
