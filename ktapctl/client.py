@@ -498,7 +498,6 @@ def run_message(program: Program, opts: Options, workload: Workload | None) -> m
 
 def run_program(program: Program, opts: Options) -> int:
     """Run ``program`` as a session and stream its output; the exit status."""
-    privileged = any(p.kind in PRIVILEGED_PROBE_KINDS for p in program.probes)
     sink_out = None
     workload = None
     try:
@@ -511,8 +510,7 @@ def run_program(program: Program, opts: Options) -> int:
             handshake.send(first)
             return _stream(handshake, opts, sink, workload)
 
-        embeddable = os.geteuid() == 0 or not privileged
-        return _with_daemon(opts, session, embeddable)
+        return _with_daemon(opts, session, may_embed(program, os.geteuid()))
     except ClientError as exc:
         _say(str(exc))
         return exc.status
@@ -521,6 +519,13 @@ def run_program(program: Program, opts: Options) -> int:
             workload.finish()
         if sink_out is not None and sink_out is not sys.stdout:
             sink_out.close()
+
+
+def may_embed(program: Program, euid: int) -> bool:
+    """May this program run in an embedded daemon when none answers?  Root
+    may run anything; anyone may run a program without trace/tick/profile
+    probes (its main chunk and trace_end need no privilege)."""
+    return euid == 0 or not any(p.kind in PRIVILEGED_PROBE_KINDS for p in program.probes)
 
 
 def run_request(opts: Options) -> int:

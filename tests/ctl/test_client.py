@@ -382,3 +382,72 @@ def test_reader_leaving_is_not_an_error(sock, kpc):
     assert head.stdout == "Tracing... Hit Ctrl-C to end.\n"
     assert ktap.returncode == 0, err
     assert "Traceback" not in err
+
+
+# --- when to start an embedded daemon -------------------------------------------------
+
+
+def test_may_embed():
+    from ktapctl.client import may_embed
+    from protocol.bytecode.program import Probe
+
+    plain = tiny_program()
+    ending = tiny_program((Probe("trace_end"),))
+    tracing = tiny_program((Probe("trace", events=("sched:*",)),))
+    ticking = tiny_program((Probe("tick", period_ns=10**9),))
+    assert may_embed(plain, 1000) and may_embed(ending, 1000)
+    assert not may_embed(tracing, 1000) and not may_embed(ticking, 1000)
+    assert may_embed(tracing, 0)
+
+
+@pytest.fixture
+def no_default_daemon(tmp_path, monkeypatch):
+    import ktapctl.cli
+
+    monkeypatch.setattr(ktapctl.cli, "DEFAULT_SOCKET", str(tmp_path / "absent.sock"))
+    monkeypatch.delenv("KTAP_SOCKET", raising=False)
+    calls = []
+
+    def fake_embedded(body):
+        calls.append(body)
+        return 42
+
+    import ktapctl.client
+
+    monkeypatch.setattr(ktapctl.client, "_embedded_daemon", fake_embedded)
+    return calls
+
+
+def test_falls_back_to_embedded_only_from_the_default_socket(no_default_daemon, kpc, sock, capsys):
+    from ktapctl.cli import parse
+    from ktapctl.client import run_program
+
+    # Default socket absent, program allowed: the embedded daemon runs it.
+    assert run_program(tiny_program(), parse([kpc])) == 42
+    assert len(no_default_daemon) == 1
+    # A socket the user named never falls back.
+    assert run_program(tiny_program(), parse(["--socket", sock, kpc])) == 1
+    assert "no ktapd socket at" in capsys.readouterr().err
+    assert len(no_default_daemon) == 1
+
+
+def test_no_fallback_for_a_tracing_script_of_an_ordinary_user(
+    no_default_daemon, kpc, monkeypatch, capsys
+):
+    from ktapctl.cli import parse
+    from ktapctl.client import run_program
+    from protocol.bytecode.program import Probe
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    tracing = tiny_program((Probe("trace", events=("sched:*",)),))
+    assert run_program(tracing, parse([kpc])) == 1
+    assert "is the ktapd service running?" in capsys.readouterr().err
+    assert no_default_daemon == []
+    assert run_program(tiny_program(), parse([kpc])) == 42
+
+
+def test_explicit_embedded_flag(no_default_daemon, kpc):
+    from ktapctl.cli import parse
+    from ktapctl.client import run_program
+
+    assert run_program(tiny_program(), parse(["--embedded", kpc])) == 42

@@ -412,6 +412,20 @@ def test_unprivileged_user_without_a_daemon(tmp_path):
 
     if Path(DEFAULT_SOCKET).exists():
         pytest.skip(f"something listens at {DEFAULT_SOCKET}; no fallback to test")
+    # The embedded daemon starts its session worker with this interpreter,
+    # as the user: that needs the interpreter to be executable by them
+    # (not so for a Python installed under a 0700 /root).
+    nested = subprocess.run(
+        [
+            *NOBODY,
+            sys.executable,
+            "-c",
+            "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)",
+        ],
+        capture_output=True,
+    )
+    if nested.returncode != 0:
+        pytest.skip(f"{sys.executable} cannot start itself as an unprivileged user here")
     env = {k: v for k, v in os.environ.items() if k != "KTAP_SOCKET"}
     env["HOME"] = str(tmp_path)
     tmp_path.chmod(0o777)
