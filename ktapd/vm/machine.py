@@ -137,6 +137,10 @@ def _fornum(start: object, stop: object, step: object) -> range:
 _NO_BUDGET_REACHES = 1 << 62
 
 
+def _size(table: object) -> int:
+    return len(table.d) if table.__class__ is Table else 0
+
+
 def _clip(numbers: range, budget: int):
     """The first ``budget`` values, then the budget error (leaf FORNUM loops)."""
     yield from numbers[:budget]
@@ -185,6 +189,7 @@ _HELPERS = {
     "_pairs": values.pairs_snapshot,
     "_fornum": _fornum,
     "_clip": _clip,
+    "_size": _size,
     "_budget": _budget,
     "_overflow": _overflow,
     "_notfn": _notfn,

@@ -489,9 +489,23 @@ def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int]]:
 
 def _forpairs(t, a, b, c):
     t.forget()
-    t.emit(f"for r{a}, r{b} in _pairs(r{c}):")
+    n = t.depth
+    t.emit(f"_p{n} = _pairs(r{c})")
+    _charge_copy(t, f"len(_p{n})")
+    t.emit(f"for r{a}, r{b} in _p{n}:")
     t.depth += 1
     t.step()
+
+
+# Work that grows with a table's size and is not a loop pass (the snapshot
+# of pairs(), the sort of print_hist) is charged one step per
+# 2**COPY_SHIFT entries, so a loop repeating it still ends within budget.
+COPY_SHIFT = 4
+
+
+def _charge_copy(t, size: str) -> None:
+    t.emit(f"{t.budget} -= {size} >> {COPY_SHIFT}")
+    t.emit(f"if {t.budget} < 0: _budget()")
 
 
 def _break(t):
@@ -527,6 +541,8 @@ def _tailcall(t, a, n):
 
 
 def _callb(t, a, ident, c, n):
+    if ident == _PRINT_HIST and n:
+        _charge_copy(t, f"_size({t.reg(c)})")
     t.emit(f"r{a} = B{ident}({', '.join(t.reg(r) for r in range(c, c + n))})")
     t.wrote(a)
 
@@ -568,6 +584,7 @@ _INT_BUILTINS = frozenset(
     if b.name in ("len", "gettimeofday_s", "gettimeofday_ms", "gettimeofday_us",
                   "gettimeofday_ns", "num_cpus", "count", "sum", "avg", "min", "max")
 )
+_PRINT_HIST = next(b.id for b in BUILTINS if b.name == "print_hist")
 _INT_RESULT_OPS = frozenset((op.ADD, op.SUB, op.MUL, op.DIV, op.MOD, op.NEG))
 
 

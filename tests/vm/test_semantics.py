@@ -260,3 +260,19 @@ def test_deepest_nesting_allowed_translates_and_runs():
 def test_a_register_nothing_writes_reads_as_nil():
     run = start(prog(main_fn([("CALLB", 2, "print", 1, 1), ("RETURN0",)], nregs=3)))
     assert run.text() == "nil\n"
+
+
+def test_table_copies_are_charged_to_the_budget():
+    limits = RuntimeLimits(handler_steps=1000, table_entries=100_000)
+    fill = "var t = {}\nfor (i = 1, 16000) { t[i] = i }\n"
+    # one snapshot of 16000 entries costs 1000 steps, plus the loop passes
+    run = script(fill + "trace syscalls:sys_enter_openat { for (k, v in pairs(t)) { break } }",
+                 limits=limits)
+    assert not run.fire(None)
+    run = script(fill + "trace syscalls:sys_enter_openat { while (1) { print_hist(t, 1) } }",
+                 limits=limits)
+    assert not run.fire(None)
+    assert run.errors()[0].message == "loop execute count exceed max limit"
+    small = script("var t = {1, 2, 3}\ntrace syscalls:sys_enter_openat { "
+                   "for (k, v in pairs(t)) { }\nprint_hist(t) }", limits=limits)
+    assert small.fire(None)
