@@ -131,8 +131,8 @@ class _FunctionTranslator:
 
     def key(self, r: int) -> None:
         """Emit ``_k`` = the dict key for register r."""
-        if r in self.const:
-            self.emit(f"_k = {self.const[r]}")
+        if self.is_int(r):  # integers are their own keys
+            self.emit(f"_k = {self.reg(r)}")
             return
         self.emit(f"_k = r{r}")
         self.emit("if _k.__class__ is not str and _k.__class__ is not int: _k = _key(_k)")
@@ -271,55 +271,52 @@ def _newtable(t, a):
     t.emit(f"r{a} = _T({t.tlim})")
 
 
-def _table(t, r: int) -> None:
-    t.emit(f"_t = r{r}")
-    t.emit("if _t.__class__ is not _T: _nottable(_t)")
+def _table(t, r: int) -> str:
+    """Check register r holds a table; return the expression naming it."""
+    t.emit(f"if r{r}.__class__ is not _T: _nottable(r{r})")
+    return f"r{r}"
 
 
 def _gettable(t, a, b, c):
-    _table(t, b)
+    table = _table(t, b)
     t.key(c)
     t.wrote(a)
-    t.emit(f"r{a} = _t.d.get(_k)")
+    t.emit(f"r{a} = {table}.d.get(_k)")
 
 
 def _settable(t, a, b, c):
-    _table(t, a)
+    table = _table(t, a)
     t.key(b)
     name = t.table_name(a)
+    full = f"if len(_d) >= {table}.limit and _k not in _d: _tfull({table}, {name})"
     if c in t.const:  # a known number is never nil
-        t.emit("_d = _t.d")
-        t.emit(f"if len(_d) >= _t.limit and _k not in _d: _tfull(_t, {name})")
+        t.emit(f"_d = {table}.d")
+        t.emit(full)
         t.emit(f"_d[_k] = {t.const[c]}")
         return
-    t.emit(f"_v = r{c}")
-    t.emit("if _v is None: _t.d.pop(_k, None)")
+    t.emit(f"if r{c} is None: {table}.d.pop(_k, None)")
     t.emit("else:")
     t.depth += 1
-    t.emit("_d = _t.d")
-    t.emit(f"if len(_d) >= _t.limit and _k not in _d: _tfull(_t, {name})")
-    t.emit("_d[_k] = _v")
+    t.emit(f"_d = {table}.d")
+    t.emit(full)
+    t.emit(f"_d[_k] = r{c}")
     t.depth -= 1
 
 
 def _addtable(t, a, b, c):
-    _table(t, a)
+    table = _table(t, a)
     t.key(b)
     name = t.table_name(a)
-    t.emit("_d = _t.d")
+    if not t.is_int(c):
+        t.emit(f"if r{c}.__class__ is not int: _arith(r{c})")
+    t.emit(f"_d = {table}.d")
     t.emit("_o = _d.get(_k)")
     # An existing entry must be a number; a new one counts as 0 and must fit.
-    t.emit("if _o is None:")
-    t.emit(f"    if len(_d) >= _t.limit: _tfull(_t, {name})")
+    t.emit("if _o.__class__ is not int:")
+    t.emit("    if _o is not None: _arith(_o)")
+    t.emit(f"    if len(_d) >= {table}.limit: _tfull({table}, {name})")
     t.emit("    _o = 0")
-    if t.is_int(c):
-        t.emit("elif _o.__class__ is not int: _arith(_o)")
-        t.emit(f"_o += {t.reg(c)}")
-    else:
-        t.emit("elif _o.__class__ is not int: _arith(_o)")
-        t.emit(f"_n = r{c}")
-        t.emit("if _n.__class__ is not int: _arith(_n)")
-        t.emit("_o += _n")
+    t.emit(f"_o += {t.reg(c)}")
     t.emit(f"if {_out_of_range('_o', t.const.get(c))}: _o = _wrap(_o)")
     t.emit("_d[_k] = _o")
 
