@@ -219,7 +219,8 @@ class _FunctionChecker:
         if not isinstance(f.upvalues, tuple) or len(f.upvalues) > limits.MAX_UPVALUES:
             self.fail(f"at most {limits.MAX_UPVALUES} upvalues allowed")
         for n, up in enumerate(f.upvalues):
-            if (getattr(up, "kind", None) not in (UPVAL_FROM_BOX, UPVAL_FROM_UPVAL)
+            kind = getattr(up, "kind", None)
+            if (not _is_int(kind) or kind not in (UPVAL_FROM_BOX, UPVAL_FROM_UPVAL)
                     or not _is_int(up.index) or not isinstance(up.name, str)):
                 self.fail(f"upvalue {n} has a malformed descriptor")
         if not isinstance(f.constants, tuple) or len(f.constants) > limits.MAX_CONSTANTS:

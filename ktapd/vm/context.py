@@ -64,7 +64,7 @@ class ProcessContext:
 
     @property
     def pid(self) -> int:
-        return threading.get_native_id()  # ktap's pid is the kernel id of the thread
+        return os.getpid()
 
     @property
     def tid(self) -> int:

@@ -179,3 +179,19 @@ def test_total_program_size_is_capped():
     half = fn([("LOADNIL", 0)] * (MAX_PROGRAM_INSTRUCTIONS // 2) + [RET], name="half")
     main = main_fn([("LOADNIL", 0)] * (MAX_PROGRAM_INSTRUCTIONS // 2) + [RET])
     refused(prog(main, half), f"more than the {MAX_PROGRAM_INSTRUCTIONS} the VM loads")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("nparams", True, "parameter count True"),
+    ("nregs", 2.0, "register count 2.0"),
+    ("boxed", [1], "must be a tuple"),
+    ("boxed", (True,), "boxed register True"),
+    ("upvalues", (Upvalue(True, 0, "x"),), "malformed descriptor"),
+    ("constants", [1], "at most 65536 constants"),
+    ("code", ((38.0,),), "non-empty tuple of integers"),
+    ("code", ((),), "non-empty tuple of integers"),
+    ("name", None, "the name must be a string"),
+])
+def test_wrong_python_types_are_refused_not_crashed(field, value, message):
+    child = dataclasses.replace(fn([RET], name="c"), **{field: value})
+    refused(prog(main_fn([RET]), child), message)

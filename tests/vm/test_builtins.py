@@ -181,7 +181,7 @@ def test_event_builtins_without_an_event():
 
 def test_task_variables_without_an_event_describe_this_process():
     out = output("print(pid, tid, uid)")
-    assert out == f"{threading.get_native_id()}\t{threading.get_native_id()}\t{os.getuid()}\n"
+    assert out == f"{os.getpid()}\t{threading.get_native_id()}\t{os.getuid()}\n"
 
 
 def test_tick_handler_has_no_event_context():
