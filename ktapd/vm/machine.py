@@ -34,6 +34,7 @@ This module must not import the probes, trio, ctypes or ktapctl.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,6 +212,10 @@ class Machine:
                  limits: RuntimeLimits = DEFAULT_LIMITS, timestamps: bool = False):
         if not isinstance(verified, VerifiedProgram):
             raise TypeError("Machine needs a VerifiedProgram (see ktapd.verifier.verify)")
+        for f in dataclasses.fields(limits):
+            value = getattr(limits, f.name)
+            if value.__class__ is not int or value < 0:
+                raise ValueError(f"runtime limit {f.name} must be a non-negative integer")
         self.program = verified.program
         self.limits = limits
         self.timestamps = timestamps  # stamp Text records with the event time (-T)

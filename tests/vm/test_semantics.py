@@ -276,3 +276,27 @@ def test_table_copies_are_charged_to_the_budget():
     small = script("var t = {1, 2, 3}\ntrace syscalls:sys_enter_openat { "
                    "for (k, v in pairs(t)) { }\nprint_hist(t) }", limits=limits)
     assert small.fire(None)
+
+
+def test_program_text_never_becomes_source():
+    from ktapd.vm import translate
+    evil = "\"); __import__('os').system('false') #\n"
+    main = main_fn([("NEWBOX", 1), ("NEWTABLE", 2), ("SETBOX", 1, 2), ("CLOSURE", 2, 1),
+                    ("LOADK", 3, K(evil)), ("CALLB", 4, "print", 3, 1), ("EFIELD", 5, K(evil)),
+                    ("RETURN0",)], boxed=(1,), name=evil)
+    child = fn([("GETUPVAL", 0, 0), ("RETURN", 0)], upvalues=[(0, 1, evil)], name=evil)
+    program = prog(main, child, source=evil)
+    source = translate.translate_program(program, string_bytes=511, table_entries=10,
+                                         call_depth=10)
+    assert "__import__" not in source.text()
+    run = start(program)
+    assert run.text() == evil + "\n"
+    assert run.errors()[0].message == "invalid event context"
+
+
+def test_limits_must_be_integers():
+    from ktapd.verifier import verify
+    from ktapd.vm import Machine
+    with pytest.raises(ValueError):
+        Machine(verify(prog(main_fn([("RETURN0",)]))), emit=print,
+                limits=RuntimeLimits(string_bytes="5"))  # type: ignore[arg-type]
