@@ -3,19 +3,27 @@
 A script states what it should do in comments:
 
     # expect: LINE        the next output line, exactly (in order; all of them)
+    # expect-escaped: L   the same, with Python escapes (\x1b) decoded
     # error: TEXT         a compile error or run-time error containing TEXT
     # args: WORD ...      script arguments (base-10 words become numbers)
-    # compile-only        needs events: only compile, encode/decode and verify
+    # event: N k=v ...    after main, deliver a synthetic event to the handlers of
+                          probe N: pid= tid= uid= cpu= execname= probename= argstr=
+                          arg0=..arg9= set the event variables, any other name is a
+                          field for args.NAME, user.ADDR=TEXT is user memory
+    # tick: N [COUNT]     fire the timer handlers of probe N (no event), COUNT times
+    # compile-only        needs real events: only compile, encode/decode and verify
 
 Pipeline: compile_source -> encode -> decode -> ktapd.verifier.verify ->
-ktapd.vm.Machine (run_main, then run_end when main succeeded) -> records ->
-ktapctl.render.render_text.  Without the VM, only the compile half can run;
+ktapd.vm.Machine (run_main, the scripted events, run_end) -> records ->
+ktapctl.render.render_text.  Whether handlers and trace_end still run after
+a run-time error or exit() is the VM's decision: the harness always asks.  Without the VM, only the compile half can run;
 ``Outcome.ran`` says whether the rest did.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,16 +40,27 @@ class Spec:
     errors: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     compile_only: bool = False
+    # ("event", probe index, {key: value}) or ("tick", probe index, count)
+    deliveries: list[tuple] = field(default_factory=list)
 
 
 def read_spec(path: Path) -> Spec:
     spec = Spec(path)
     for line in path.read_text().splitlines():
-        m = re.search(r"# (expect|error|args):(?: (.*))?$", line)
+        m = re.search(r"# (expect|expect-escaped|error|args|event|tick):(?: (.*))?$", line)
         if m:
             kind, text = m.group(1), m.group(2) or ""
             if kind == "expect":
                 spec.expect.append(text)
+            elif kind == "event":
+                words = shlex.split(text)
+                pairs = dict(w.split("=", 1) for w in words[1:])
+                spec.deliveries.append(("event", int(words[0]), pairs))
+            elif kind == "tick":
+                words = text.split()
+                spec.deliveries.append(("tick", int(words[0]), int(words[1]) if len(words) > 1 else 1))
+            elif kind == "expect-escaped":
+                spec.expect.append(text.encode("ascii").decode("unicode_escape"))
             elif kind == "error":
                 spec.errors.append(text)
             else:
@@ -99,10 +118,74 @@ def run(spec: Spec, *, execute: bool = True) -> Outcome:
 
     text: list[str] = []
     machine = Machine(verified, emit=lambda record: text.append(render_text(record)))
-    if machine.run_main(script_args(spec)):
-        machine.run_end()
+    machine.run_main(script_args(spec))
+    for kind, index, what in spec.deliveries:
+        handlers = [r for r in machine.registrations if r.index == index]
+        if kind == "tick":
+            for _ in range(what):
+                for reg in handlers:
+                    machine.run_handler(reg, None)
+        else:
+            for reg in handlers:
+                machine.run_handler(reg, FakeEvent.of(what))
+    machine.run_end()
     joined = "".join(text)
     lines = joined.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return Outcome(output=lines, ran=True)
+
+
+_VARIABLES = {"probename", "pid", "tid", "cpu", "uid", "execname", "argstr", "time_ns"}
+
+
+def _value(text: str):
+    return int(text, 0) if re.fullmatch(r"-?(0x[0-9a-fA-F]+|[0-9]+)", text) else text
+
+
+@dataclass
+class FakeEvent:
+    """An event as ktapd.vm.context.EventContext describes it, from a script line."""
+
+    probename: str = "fake_event"
+    pid: int = 1
+    tid: int = 1
+    cpu: int = 0
+    time_ns: int = 0
+    uid: int = 0
+    execname: str = "fake"
+    argstr: str = ""
+    args: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pairs: dict) -> FakeEvent:
+        event = cls()
+        for key, text in pairs.items():
+            if key in _VARIABLES:
+                setattr(event, key, _value(text) if key not in ("execname", "argstr",
+                                                                 "probename") else text)
+            elif re.fullmatch(r"arg[0-9]", key):
+                event.args[int(key[3])] = _value(text)
+            elif key.startswith("user."):
+                event.memory[int(key[5:], 0)] = text
+            else:
+                event.fields[key] = _value(text)
+        return event
+
+    def arg(self, n: int):
+        return self.args.get(n)
+
+    def field(self, name: str):
+        return self.fields[name]
+
+    def kernel_stack(self) -> list[str]:
+        return ["kfunc_inner+0x10/0x40", "kfunc_outer+0x22/0x80"]
+
+    def user_stack(self) -> list[str]:
+        return ["ufunc_inner+0x4", "main+0x10"]
+
+    def read_user_string(self, addr: int, limit: int):
+        text = self.memory.get(addr)
+        return None if text is None else text[:limit]
