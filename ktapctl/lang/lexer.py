@@ -254,11 +254,19 @@ class Lexer:
     def _short_string(self, quote: str) -> str:
         text = self.text
         start = self.pos
+        start_line, start_col = self.line, self._col(start)
         i = start + 1
         out: list[str] = []
+
+        def unfinished() -> LexError:
+            if self.line == start_line:
+                return self._error("unfinished string", start, end=i)
+            # after a backslash-newline: point at the opening quote
+            return LexError("unfinished string", Span.point(start_line, start_col))
+
         while True:
             if i >= len(text) or text[i] == "\n":
-                raise self._error("unfinished string", start, end=i)
+                raise unfinished()
             ch = text[i]
             if ch == quote:
                 i += 1
@@ -295,7 +303,7 @@ class Lexer:
                 out.append(chr(value))
                 i = m.end()
             elif esc == "":
-                raise self._error("unfinished string", start, end=i)
+                raise unfinished()
             else:
                 raise self._error(f"invalid escape sequence '\\{esc}'", i, col=self._col(i),
                                   end=i + 2)

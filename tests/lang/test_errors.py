@@ -80,6 +80,16 @@ CASES = [
      "t.kp:2:3: error: ktap has '+=' but no '-=': write x = x - y\nx -= 1\n  ^"),
     ('c for', 'for (i = 0; i < 3; i += 1) { }',
      "t.kp:1:11: error: unexpected ';': ktap's for is 'for (i = first, last[, step])', not C's\nfor (i = 0; i < 3; i += 1) { }\n          ^"),
+    ('unfinished long comment', '--[==[ open\n]] no',
+     't.kp:1:1: error: unfinished long comment\n--[==[ open\n^~~~~~'),
+    ('decimal escape', 'print("\\256")',
+     't.kp:1:8: error: invalid escape sequence: decimal escape above 255\nprint("\\256")\n       ^~~~'),
+    ('hex escape', 'print("\\x4")',
+     't.kp:1:8: error: invalid escape sequence: \\x needs two hex digits\nprint("\\x4")\n       ^~'),
+    ('long string delimiter', 'print([=x',
+     't.kp:1:7: error: invalid long string delimiter\nprint([=x\n      ^'),
+    ('unfinished after backslash-newline', 'var s = "a\\\nb',
+     't.kp:1:9: error: unfinished string\nvar s = "a\\\n        ^'),
 ]
 
 
