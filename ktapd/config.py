@@ -11,7 +11,6 @@ never silently weakens the policy.  Example with every key and its default::
     user_event_kinds = []              # event kinds ordinary users may trace ("tracepoint", "uprobe", ...)
     output_buffer_records = 65536      # per session, while detached or behind a slow client
     worker_user = ""                   # "" = "ktapd-worker" if that user exists, else "nobody"
-    worker_start_timeout = 30.0        # seconds for a worker to report back
 
     [limits]                           # RuntimeLimits defaults for every session
     string_bytes = 511
@@ -48,7 +47,6 @@ class Config:
     user_event_kinds: tuple[str, ...] = ()
     output_buffer_records: int = 65536
     worker_user: str = ""
-    worker_start_timeout: float = 30.0
     limits: RuntimeLimits = field(default_factory=RuntimeLimits)
 
     def worker_account(self) -> tuple[int, int, str]:
@@ -71,7 +69,6 @@ _KEYS = {
     "user_event_kinds": (list, tuple),
     "output_buffer_records": (int, int),
     "worker_user": (str, str),
-    "worker_start_timeout": ((int, float), float),
 }
 _LIMIT_FIELDS = {f.name for f in dataclasses.fields(RuntimeLimits)}
 

@@ -126,6 +126,8 @@ class Daemon:
         self.clients.add(client)
         try:
             await client.run()
+        except Exception:  # a bug with one client must not take the daemon down
+            log.exception("client pid %d: internal error", peer.pid)
         finally:
             self.clients.discard(client)
 
@@ -189,8 +191,6 @@ class Client:
                     await self._receive_loop()
                 finally:
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
         finally:
             self._leave()
             with trio.CancelScope(shield=True):
@@ -199,7 +199,10 @@ class Client:
     async def _receive_loop(self) -> None:
         while True:
             try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the peer reset the connection: like a close
                 self.conn.receive_data(data)
                 while True:
                     event = self.conn.next_event()
@@ -367,9 +370,7 @@ class Client:
         )
         if refusal:
             return await self.refuse("symbols", refusal)
-        from ktapd.probes import uprobe
-
-        lister = uprobe.list_functions if request.what == "functions" else uprobe.list_markers
+        lister = function_names if request.what == "functions" else marker_names
         try:
             names = await trio.to_thread.run_sync(lister, request.path)
         except (OSError, ValueError) as exc:
@@ -414,6 +415,22 @@ def list_events(glob: str | None) -> list[str]:
     if glob:
         names = [n for n in names if fnmatch.fnmatchcase(n, glob)]
     return sorted(names)
+
+
+def function_names(path: str) -> list[str]:
+    """-lf: a binary's function symbols (the client writes them as probe specs)."""
+    from ktapd.probes import uprobe
+
+    return sorted(uprobe.elf_functions(os.path.realpath(path)))
+
+
+def marker_names(path: str) -> list[str]:
+    """-lm: a binary's SDT markers as provider:name."""
+    from ktapd.probes import uprobe
+
+    return sorted(
+        f"{p.marker.provider}:{p.marker.name}" for p in uprobe.sdt_markers(os.path.realpath(path))
+    )
 
 
 def kernel_features() -> dict[str, bool]:

@@ -351,10 +351,26 @@ class Session:
             await child.send({"t": "refuse"})
             return str(exc)
         self.probes = len(self._probeset.descs)
+        if self.run_request.verbose:
+            self._tell_opened(self._probeset)
         opened = self._probeset.opened
         await child.send_fds(opened.fds)
         await child.send({"t": "probes", "opened": opened.to_wire()})
         return None
+
+    def _tell_opened(self, probeset) -> None:
+        """-v: which events are on, and which glob matches the kernel would not open."""
+        from protocol import records
+
+        specs = sorted({d.spec for d in probeset.descs})
+        shown = ", ".join(specs[:20]) + (f", ... ({len(specs)} in all)" if len(specs) > 20 else "")
+        notes = [
+            records.Notice(
+                f"opened {len(probeset.opened.fds)} perf events for {len(specs)} event(s): {shown}"
+            )
+        ]
+        notes += [records.Notice(f"skipped {why}") for why in probeset.skipped[:20]]
+        self.outbox.put_records(notes)
 
 
 def uses_stacks(program: Program) -> bool:

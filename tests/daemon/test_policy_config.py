@@ -132,7 +132,7 @@ def test_config_file(tmp_path):
         ({"output_buffer_records": 0}, "at least 1"),
         ({"limits": {"string_byte": 1}}, "unknown limit"),
         ({"limits": {"string_bytes": -1}}, "positive integer"),
-        ({"worker_start_timeout": True}, "wrong type"),
+        ({"worker_user": True}, "wrong type"),
     ],
 )
 def test_config_errors_name_the_key(doc, complaint):

@@ -267,3 +267,24 @@ async def test_shutdown_ends_sessions_and_returns(ktapd):
     assert ktapd.daemon.stopping
     with pytest.raises(OSError):
         await ktapd.client()
+
+
+async def test_a_connection_reset_hurts_no_one_else(ktapd):
+    # Closing a Unix socket with unread data makes the daemon's next read
+    # fail with ECONNRESET (not a clean end of stream).
+    c = await ktapd.client()
+    await c.send(Status())
+    await trio.sleep(0.2)  # the reply sits unread in our buffer
+    c.stream.socket.close()
+    bystander = await ktapd.client()
+    await bystander.send(run_message('for (i = 1, 2000) { print("line", i) }'))
+    await bystander.receive()
+    # A streaming client resets too.
+    sock = bystander.stream.socket
+    sock.close()
+    with trio.fail_after(10):
+        while ktapd.daemon.sessions or ktapd.daemon.clients:
+            await trio.sleep(0.02)
+    other = await ktapd.client()
+    await other.send(run_message('print("fine")'))
+    assert text_of(await other.until(Ended)) == "fine\n"

@@ -17,9 +17,23 @@ import time
 import pytest
 
 from ktapctl.lang import compile_source
+from protocol import records
 from protocol.bytecode.encoding import encode
 from protocol.connection import CLIENT, CLOSED_BY_PEER, NEED_DATA, Connection
-from protocol.messages import Ended, Exit, Hello, Output, Run, ServerHello, Started, Status
+from protocol.messages import (
+    Ended,
+    ErrorMessage,
+    Exit,
+    Hello,
+    ListEvents,
+    ListSymbols,
+    Output,
+    Reply,
+    Run,
+    ServerHello,
+    Started,
+    Status,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -47,7 +61,8 @@ def ktapd(kernel):
     yield proc
     if proc.poll() is None:
         proc.kill()
-        proc.wait()
+    log = proc.communicate()[1]
+    print(log)  # shown when the test failed
 
 
 class Client:
@@ -189,3 +204,52 @@ def test_sigterm_stops_sessions_with_trace_end_and_exits_zero(ktapd):
     assert ktapd.wait(10) == 0
     with open("/sys/kernel/tracing/uprobe_events") as f:
         assert "ktapd_" not in f.read()
+
+
+def test_refused_probes_come_back_as_errors_after_main_output(ktapd):
+    c = Client(ktapd.socket_path)
+    c.send(run('print("main ran") trace nosuch:event { }'))
+    got = c.until(ErrorMessage)
+    assert text(got) == "main ran\n"
+    assert (
+        got[-1].of == "run"
+        and not got[-1].fatal
+        and "no tracepoint matches 'nosuch:event'" in got[-1].message
+    )
+    # args.NAME is checked against the event formats when the probes open.
+    c.send(run("trace syscalls:sys_enter_openat { print(args.filename, args.nosuch) }"))
+    refusal = c.until(ErrorMessage)[-1]
+    assert refusal.message == (
+        "args.nosuch: no such field in syscalls:sys_enter_openat; "
+        "fields: __syscall_nr, dfd, filename, flags, mode"
+    )
+    assert ktapd_leftovers(ktapd.pid) == ([], 0)
+
+
+def test_verbose_names_the_opened_events(ktapd):
+    c = Client(ktapd.socket_path)
+    c.send(run("trace syscalls:sys_enter_getppid { } tick-50ms { exit() }", verbose=True))
+    got = c.until(Ended)
+    notices = [
+        r.text
+        for m in got
+        if isinstance(m, Output)
+        for r in m.records
+        if isinstance(r, records.Notice)
+    ]
+    assert any("syscalls:sys_enter_getppid" in n and n.startswith("opened ") for n in notices), (
+        notices
+    )
+    assert got[-1].ok and got[-1].reason == "finished"
+
+
+def test_events_and_symbols_are_served(ktapd):
+    c = Client(ktapd.socket_path)
+    c.send(ListEvents("sched:sched_switch*"))
+    assert c.receive() == Reply("events", ["sched:sched_switch"])
+    c.send(ListSymbols(LIBC, "functions"))
+    reply = c.receive()
+    assert reply.of == "symbols" and "getppid" in reply.data
+    c.send(ListSymbols("/nonexistent/binary", "functions"))
+    refusal = c.receive()
+    assert isinstance(refusal, ErrorMessage) and refusal.of == "symbols"
