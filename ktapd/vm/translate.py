@@ -174,8 +174,10 @@ class _FunctionTranslator:
         self.emit(f"def f{self.index}({params}*_x):")
         self.depth = 2
         self.emit("global S, D")
-        nils = [f"r{i}" for i in range(f.nparams, f.nregs) if i not in self.static_ints]
-        zeros = [f"r{i}" for i in sorted(self.static_ints)]
+        assigned = assigned_first(f)
+        nils = [f"r{i}" for i in range(f.nparams, f.nregs)
+                if i not in self.static_ints and i not in assigned]
+        zeros = [f"r{i}" for i in sorted(self.static_ints - assigned)]
         if nils:
             self.emit(" = ".join(nils) + " = None")
         if zeros:
@@ -462,6 +464,35 @@ def _end(t):
         n = t.depth
         t.emit(f"if _i{n} is not None: {t.budget} -= _r{n}.index(_i{n}) + 1")
         t.leaf_active = None
+
+
+def assigned_first(f: Function) -> frozenset[int]:
+    """Plain registers written before any read in the straight-line start of
+    the function: every later instruction sees them assigned, so they need
+    no initial value."""
+    boxed = set(f.boxed)
+    read: set[int] = set()
+    written: set[int] = set()
+    for ins in f.code:
+        row = op.OPCODES[ins[0]]
+        if row.block != op.FLAT or ins[0] == op.BREAK:
+            break
+        operands = ins[1:]
+        for position, kind in enumerate(row.operands):
+            if kind == "r":
+                if position + 1 < len(row.operands) and row.operands[position + 1] == "n":
+                    first = operands[position] + (1 if ins[0] in (op.CALL, op.TAILCALL) else 0)
+                    read.update(range(first, first + operands[position + 1]))
+                    if ins[0] in (op.CALL, op.TAILCALL):
+                        read.add(operands[position])
+                else:
+                    read.add(operands[position])
+        for position, kind in enumerate(row.operands):
+            if kind == "w" and operands[position] not in read and operands[position] not in boxed:
+                written.add(operands[position])
+        if ins[0] in (op.RETURN, op.RETURN0, op.TAILCALL):
+            break
+    return frozenset(written)
 
 
 def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int]]:
