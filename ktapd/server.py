@@ -110,7 +110,12 @@ class Daemon:
             with trio.CancelScope() as self._accepting:
                 task_status.started()
                 while True:
-                    conn, _ = await lsock.accept()
+                    try:
+                        conn, _ = await lsock.accept()
+                    except OSError as exc:  # EMFILE and friends: wait, do not die
+                        log.warning("accept: %s", exc)
+                        await trio.sleep(0.1)
+                        continue
                     nursery.start_soon(self._client, conn)
             # Stopping: new connections are refused, not left in the backlog.
             lsock.close()
