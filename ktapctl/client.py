@@ -8,7 +8,7 @@ that point so the import overlaps with the daemon starting the session.
 Output goes through ktapctl/render.py.  It owns the things only the client
 can do:
 
-* Ctrl-C: the first one sends ``exit`` (``detach`` when attached to
+* Ctrl-C (or SIGTERM): the first one sends ``exit`` (``detach`` when attached to
   someone's session) and keeps reading until ``ended``, so trace_end's
   output arrives; a second one stops at once (exit status 130).
 * ``-- cmd``: the workload is forked *before* anything else, as the
@@ -69,6 +69,9 @@ PRIVILEGED_PROBE_KINDS = (PROBE_TRACE, PROBE_TICK, PROBE_PROFILE)
 # Requests worth an embedded daemon when none runs (root only): listing
 # what the kernel and a binary offer.  list/attach/kill need a real one.
 EMBEDDABLE_REQUESTS = ("events", "functions", "markers", "status")
+# Ctrl-C, and a polite kill: both stop the session the way ktap's Ctrl-C
+# did (trace_end runs, its output arrives); the second one leaves at once.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 WORKLOAD_GRACE_S = 1.0  # SIGTERM -> SIGKILL for a workload outliving its session
 
 
@@ -349,7 +352,8 @@ def _workload_child(read_end: int, go: int, command: list[str]) -> None:
     """Runs in the forked child; never returns."""
     try:
         os.close(go)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
         if os.read(read_end, 1) != b"g":
             os._exit(127)  # the client gave up before the probes were on
         os.close(read_end)
@@ -415,12 +419,12 @@ async def stream_session(
 async def _watch_interrupts(channel, state, message, nursery, *, task_status):
     import trio
 
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         task_status.started()
-        async for _ in signals:
+        async for signum in signals:
             state.interrupts += 1
             if state.interrupts == 1:
-                if sys.stderr.isatty():
+                if sys.stderr.isatty() and signum == signal.SIGINT:
                     sys.stderr.write("\n")  # after the terminal's ^C, as ktap did
                 # A failed send shows up as a failed receive in _relay.
                 with contextlib.suppress(ClientError):

@@ -451,3 +451,14 @@ def test_explicit_embedded_flag(no_default_daemon, kpc):
     from ktapctl.client import run_program
 
     assert run_program(tiny_program(), parse(["--embedded", kpc])) == 42
+
+
+def test_sigterm_stops_like_ctrl_c(sock, kpc):
+    with FakeDaemon(sock, until_exit) as daemon:
+        proc = ktapctl("--socket", sock, kpc)
+        wait_for_line(proc.stdout, "tick")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out == "trace_end output\n"
+    assert any(isinstance(m, msg.Exit) for m in daemon.received)
