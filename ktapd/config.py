@@ -10,6 +10,7 @@ never silently weakens the policy.  Example with every key and its default::
     admin_groups = []                  # members (and uid 0) are administrators
     user_event_kinds = []              # event kinds ordinary users may trace ("tracepoint", "uprobe", ...)
     output_buffer_records = 65536      # per session, while detached or behind a slow client
+    max_sessions_per_user = 16         # running or uncollected sessions of one non-admin user
     worker_user = ""                   # "" = "ktapd-worker" if that user exists, else "nobody"
 
     [limits]                           # RuntimeLimits defaults for every session
@@ -46,6 +47,7 @@ class Config:
     admin_groups: tuple[str, ...] = ()
     user_event_kinds: tuple[str, ...] = ()
     output_buffer_records: int = 65536
+    max_sessions_per_user: int = 16
     worker_user: str = ""
     limits: RuntimeLimits = field(default_factory=RuntimeLimits)
 
@@ -68,6 +70,7 @@ _KEYS = {
     "admin_groups": (list, tuple),
     "user_event_kinds": (list, tuple),
     "output_buffer_records": (int, int),
+    "max_sessions_per_user": (int, int),
     "worker_user": (str, str),
 }
 _LIMIT_FIELDS = {f.name for f in dataclasses.fields(RuntimeLimits)}

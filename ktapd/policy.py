@@ -8,8 +8,8 @@ rules are two tiers:
   everything;
 - everyone else may ask for status, the event list and symbol lists of
   files they can read, run scripts that open no kernel probes (plus the
-  event kinds the configuration allows them), and see, attach to or stop
-  only their own sessions.  (Builtins that expose kernel addresses are
+  event kinds the configuration allows them), up to a number of sessions
+  at a time, and see, attach to or stop only their own sessions.  (Builtins that expose kernel addresses are
   refused to them by the verifier: ``verify(program, admin=False)``.)
 
 The multi-user tiers of DESIGN decision 7 (own-process tracing with -p and
@@ -57,6 +57,7 @@ class Request:
     action: str  # one of ACTIONS
     event_kinds: frozenset[str] = field(default_factory=frozenset)  # RUN: what the program opens
     owner: int | None = None  # SEE/STOP: the session's owner uid
+    sessions_owned: int = 0  # RUN: sessions the peer has in the daemon now
     path: str = ""  # SYMBOLS: the file to read
 
 
@@ -118,6 +119,8 @@ def decide(peer: Peer, request: Request, config: Config) -> str | None:
     if action in (STATUS, EVENTS):
         return None
     if action == RUN:
+        if request.sessions_owned >= config.max_sessions_per_user:
+            return f"you already have {request.sessions_owned} sessions (at most {config.max_sessions_per_user})"
         refused = sorted(request.event_kinds - set(config.user_event_kinds))
         if refused:
             return (

@@ -287,10 +287,15 @@ class Client:
             program = decode(run.program)
         except DecodeError as exc:
             return await self.refuse("run", f"bad bytecode: {exc}")
-        request = policy.Request(policy.RUN, event_kinds=policy.event_kinds(program))
+        owned = sum(1 for s in self.daemon.sessions.values() if s.owner.uid == self.peer.uid)
+        request = policy.Request(
+            policy.RUN, event_kinds=policy.event_kinds(program), sessions_owned=owned
+        )
         refusal = policy.decide(self.peer, request, self.daemon.config)
         if refusal:
             return await self.refuse("run", refusal)
+        if run.trace_pid is not None and (run.trace_pid <= 0 or not _process_exists(run.trace_pid)):
+            return await self.refuse("run", f"no process {run.trace_pid}")
         from ktapd.verifier import VerifyError, verify
 
         try:
@@ -345,8 +350,11 @@ class Client:
         if refusal:
             return await self.refuse("kill", refusal)
         session.request_stop("killed")
-        if session.link is None and session.state == ENDED:
-            self.daemon.forget(session)
+        if session.link is None:
+            # Nobody is attached: nobody will collect its end either.
+            session.discard = True
+            if session.state == ENDED:
+                self.daemon.forget(session)
         await self.send(Reply("kill", {"session": session.id}))
 
     async def on_list(self, _list: ListSessions) -> None:
@@ -410,6 +418,16 @@ class Client:
         ListSymbols: on_symbols,
         Status: on_status,
     }
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def list_events(glob: str | None) -> list[str]:

@@ -240,3 +240,10 @@ async def test_a_non_root_peer_is_refused_probes(ktapd):
     assert (kind, of) == ("ErrorMessage", "run")
     assert "only administrators may open tracepoint events" in message
     assert not ktapd.daemon.sessions
+
+
+def test_users_have_a_session_quota():
+    config = Config(max_sessions_per_user=2)
+    assert policy.decide(USER, policy.Request(policy.RUN, sessions_owned=1), config) is None
+    assert "at most 2" in policy.decide(USER, policy.Request(policy.RUN, sessions_owned=2), config)
+    assert policy.decide(ROOT, policy.Request(policy.RUN, sessions_owned=99), config) is None

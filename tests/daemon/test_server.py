@@ -288,3 +288,23 @@ async def test_a_connection_reset_hurts_no_one_else(ktapd):
     other = await ktapd.client()
     await other.send(run_message('print("fine")'))
     assert text_of(await other.until(Ended)) == "fine\n"
+
+
+async def test_trace_pid_must_name_a_live_process(ktapd):
+    c = await ktapd.client()
+    for pid in (0, 2**22 + 12345):
+        await c.send(run_message('print("x")', trace_pid=pid))
+        refusal = await c.receive()
+        assert isinstance(refusal, ErrorMessage) and refusal.message == f"no process {pid}"
+    assert not ktapd.daemon.sessions
+
+
+async def test_killing_a_detached_session_discards_it(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message(SHORT_MAIN, limits=SHORT_LIMITS, detach=True))
+    sid = (await c.receive()).session
+    await c.send(Kill(sid))
+    assert await c.receive() == Reply("kill", {"session": sid})
+    with trio.fail_after(10):
+        while sid in ktapd.daemon.sessions:
+            await trio.sleep(0.02)
