@@ -70,18 +70,24 @@ def main() -> int:
         report("daemon idle", measure(env))
         load = subprocess.Popen([sys.executable, "-c", LOAD])
         busy = subprocess.Popen(
-            [KTAPCTL, "-q", "-e", BUSY], env=env, stdout=subprocess.PIPE, text=True
+            [KTAPCTL, "-q", "-e", BUSY],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             time.sleep(1.0)  # let the busy session start
             report("with a busy second session", measure(env))
         finally:
             busy.send_signal(signal.SIGINT)
-            out, _ = busy.communicate(timeout=30)
+            out, err = busy.communicate(timeout=30)
             load.kill()
             load.wait()
         if busy.returncode == 0:
             print(f"  (the busy session counted {out.strip()} system calls)")
+            for line in err.splitlines():  # its lost-event notes, if any
+                print(f"  (busy session: {line})")
         else:
             print(f"  WARNING: the busy session failed ({busy.returncode}): {out.strip()[:200]}")
             print("  so the second measurement did not run beside a busy session")
