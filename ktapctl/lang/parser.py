@@ -10,8 +10,9 @@ type leaves this module.
 Syntax errors are rewritten from lark's "unexpected token, expected one of
 {...}" into ktap words: "expected ')' after condition", "expected '{' to
 start the block of 'trace'", "unexpected 'else'".  The table ``_BLOCK_OWNER``
-names what a missing '{' belongs to.  Only the first syntax error is
-reported: LALR recovery would mostly produce follow-on noise.
+names what a missing '{' belongs to.  After a syntax error, parsing starts
+again at the next top-level statement (when braces balance up to it), so
+one run reports the errors of several statements without a cascade.
 
 This module must not import trio, ktapd or the rest of ktapctl.
 """
@@ -38,21 +39,77 @@ class ParseFailed(Exception):
 
 def parse(source: str, filename: str = "(command line)") -> ast.Chunk:
     """Parse a script; raises ParseFailed with the syntax errors."""
-    lexer = Lexer(source)
-    _Current.lexer = lexer
-    try:
-        tree = _lark().parse(source)
-    except LexError as exc:
-        raise ParseFailed([Diagnostic(exc.message, exc.span)]) from None
-    except lark.exceptions.UnexpectedToken as exc:
-        raise ParseFailed([_explain(exc, lexer.tokens, lexer.text)]) from None
-    finally:
-        _Current.lexer = None
+    tree, error = _parse_tree(source)
+    if error is not None:
+        raise ParseFailed([error] + _later_syntax_errors(source, error))
     builder = _Builder()
     chunk = builder.chunk(tree)
     if builder.diagnostics:
         raise ParseFailed(builder.diagnostics)
     return chunk
+
+
+def _parse_tree(source: str):
+    """(lark tree, None) or (None, the first syntax error)."""
+    lexer = Lexer(source)
+    _Current.lexer = lexer
+    try:
+        return _lark().parse(source), None
+    except LexError as exc:
+        return None, Diagnostic(exc.message, exc.span)
+    except lark.exceptions.UnexpectedToken as exc:
+        return None, _explain(exc, lexer.tokens, lexer.text)
+    finally:
+        _Current.lexer = None
+
+
+# Statements that can only start at the top level or a block's start: after
+# a syntax error, parsing resumes at the next of these found at brace depth 0
+# at the start of a line.
+_RESYNC = {"_TRACE", "_TRACE_END", "_TICK", "_PROFILE", "_FUNCTION", "_VAR", "_IF",
+           "_WHILE", "_FOR"}
+_MAX_SYNTAX_ERRORS = 10
+
+
+def _later_syntax_errors(source: str, first: Diagnostic) -> list[Diagnostic]:
+    """Errors after the first one, found by parsing again from the next
+    top-level statement.  Only where braces balance up to that statement,
+    so a missing '}' gives one error, not a cascade."""
+    found: list[Diagnostic] = []
+    after = (first.span.line, first.span.col)
+    while len(found) < _MAX_SYNTAX_ERRORS - 1:
+        offset = _resync_offset(source, after)
+        if offset is None:
+            break
+        # Blank out what came before, keeping newlines, so positions stay right.
+        rest = "".join(c if c == "\n" else " " for c in source[:offset]) + source[offset:]
+        _, error = _parse_tree(rest)
+        if error is None:
+            break
+        found.append(error)
+        after = (error.span.line, error.span.col)
+    return found
+
+
+def _resync_offset(source: str, after: tuple[int, int]) -> int | None:
+    lexer = Lexer(source)
+    depth = 0
+    previous_line = 0
+    line_starts = [0] + [i + 1 for i, c in enumerate(lexer.text) if c == "\n"]
+    try:
+        for tok in lexer:
+            starts_line = tok.line != previous_line
+            previous_line = tok.line
+            if tok.type == "_LBRACE":
+                depth += 1
+            elif tok.type == "_RBRACE":
+                depth -= 1
+            elif (depth == 0 and starts_line and tok.type in _RESYNC
+                  and (tok.line, tok.column) > after):
+                return line_starts[tok.line - 1] + tok.column - 1
+    except LexError:
+        return None
+    return None
 
 
 # --- the lark parser, built once ------------------------------------------
@@ -175,7 +232,7 @@ def _explain(exc, tokens, text: str) -> Diagnostic:
         return Diagnostic("expected an interval such as '1s' or '100ms'", span)
     if tok.type in ("_ELSE", "_ELSEIF"):
         return Diagnostic(f"{unexpected}: it must follow the block of an 'if'", span)
-    if tok.type == "_RBRACE" and "_RBRACE" not in expected:
+    if tok.type == "_RBRACE" and "_RBRACE" not in expected and _brace_depth(before) == 0:
         return Diagnostic(f"{unexpected}: no block is open here", span)
     if tok.type == "$END" and "_RBRACE" in expected:
         return Diagnostic("unexpected end of the script: expected '}' to close a block", span)
@@ -208,6 +265,10 @@ def _hint(tok, before, text: str) -> str | None:
 
 def _or_list(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _brace_depth(tokens) -> int:
+    return sum((t.type == "_LBRACE") - (t.type == "_RBRACE") for t in tokens)
 
 
 def _open_paren_owner(tokens) -> str | None:

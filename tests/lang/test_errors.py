@@ -133,3 +133,29 @@ def test_crlf_source_positions():
     with pytest.raises(CompileError) as info:
         compile_source("print(1)\r\nprint(zz)\r\n", "t.kp")
     assert info.value.render() == "t.kp:2:7: error: unknown name 'zz'\nprint(zz)\n      ^~"
+
+
+def test_syntax_errors_in_several_statements_are_all_reported():
+    source = "if x { }\nfunction f() {\n  print(1 +)\n}\ntrace a:b print(1)\nvar ok = 1\n"
+    with pytest.raises(CompileError) as info:
+        compile_source(source, "t.kp")
+    assert [(d.span.line, d.message) for d in info.value.diagnostics] == [
+        (1, "expected '(' after 'if': conditions take parentheses"),
+        (3, "unexpected ')'; expected an expression"),
+        (5, "expected '{' to start the block of 'trace' (or ',' before another event), "
+            "found 'print(1)'"),
+    ]
+
+
+def test_a_missing_brace_gives_one_error_not_a_cascade():
+    source = "function f() {\n  print(1)\n\nvar x = 1\nif (x) { print(x) }\n"
+    with pytest.raises(CompileError) as info:
+        compile_source(source, "t.kp")
+    assert [d.message for d in info.value.diagnostics] == [
+        "unexpected end of the script: expected '}' to close a block"]
+
+
+def test_unexpected_brace_inside_a_call():
+    with pytest.raises(CompileError) as info:
+        compile_source("function f() {\n print(1\n}", "t.kp")
+    assert info.value.diagnostics[0].message == "unexpected '}'; expected ')'"
