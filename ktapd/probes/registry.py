@@ -37,7 +37,12 @@ from ktapd.probes.events import (
     EventDesc,
 )
 from ktapd.probes.formats import EventLayout
-from ktapd.probes.perf_event import EventOpener, OpenedEvents, ProbeError
+from ktapd.probes.perf_event import (
+    DEFAULT_WAKEUP_BYTES,
+    EventOpener,
+    OpenedEvents,
+    ProbeError,
+)
 
 GROUP_PREFIX = uprobe.GROUP_PREFIX
 NO_FUNCTION_TRACER = ("the function tracer is not usable on this kernel "
@@ -110,7 +115,7 @@ class ProbeSet:
     """The events of one tracing run, opened disabled (privileged side)."""
 
     def __init__(self, group: str, *, pid: int | None = None, cpu: int | None = None,
-                 wakeup_bytes: int = 64 * 1024):
+                 wakeup_bytes: int = DEFAULT_WAKEUP_BYTES):
         uprobe.check_group(group)
         if not group.startswith(GROUP_PREFIX):
             raise ProbeError(f"probe group {group!r} must start with {GROUP_PREFIX!r}")
