@@ -462,3 +462,39 @@ def test_sigterm_stops_like_ctrl_c(sock, kpc):
     assert proc.returncode == 0, err
     assert out == "trace_end output\n"
     assert any(isinstance(m, msg.Exit) for m in daemon.received)
+
+
+def test_stale_socket_file_means_no_daemon(sock, kpc, capsys):
+    import socket as socket_module
+
+    stale = socket_module.socket(socket_module.AF_UNIX)
+    stale.bind(sock)  # bound, never listening: what a crashed daemon leaves
+    try:
+        assert run_main([kpc], sock) == 1
+    finally:
+        stale.close()
+    assert "ktapd is not running (nothing listens at" in capsys.readouterr().err
+
+
+def test_protocol_violation_by_the_daemon_is_reported(sock, kpc, capsys):
+    async def rude(peer):
+        await peer.receive()
+        await peer.stream.send_all(b"\x00\x00\x00\x03abc")  # a frame that is not msgpack
+        await peer.receive()
+
+    with FakeDaemon(sock, rude):
+        assert run_main([kpc], sock) == 1
+    assert "protocol error talking to ktapd" in capsys.readouterr().err
+
+
+def test_daemon_vanishing_mid_session(sock, kpc, capsys):
+    async def vanish(peer):
+        await peer.receive()
+        await peer.send(msg.Started(session=1, probes=1))
+        await peer.send(msg.Output(session=1, records=(records.Text("partial\n"),)))
+
+    with FakeDaemon(sock, vanish):
+        assert run_main(["-q", kpc], sock) == 1
+    out, err = capsys.readouterr()
+    assert out == "partial\n"
+    assert "ktapd closed the connection" in err
