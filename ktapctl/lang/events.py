@@ -6,7 +6,7 @@ the text on unchanged in ``Probe.events``; the daemon classifies and
 resolves it.  The accepted forms (LANGUAGE.md "Events"):
 
     SUBSYS:EVENT                          tracepoint, shell globs on both parts
-    probe:SYMBOL[%return] [FETCHARGS]     kprobe
+    probe:SYMBOL[+OFF][%return] [FETCHARGS]   kprobe
     probe:/path:SYMBOL|0xOFF[%return] [FETCHARGS]   uprobe
     sdt:/path:NAME                        SDT marker
     ftrace:function                       function tracer
@@ -39,6 +39,8 @@ _GLOB_PART = r"[A-Za-z0-9_.\-*?\[\]]+"
 _TRACEPOINT_RE = re.compile(rf"{_GLOB_PART}:{_GLOB_PART}")
 _SYMBOL_RE = re.compile(r"[A-Za-z_.*?\[\]][A-Za-z0-9_.*?\[\]@]*")
 _OFFSET_RE = re.compile(r"0[xX][0-9a-fA-F]+")
+# kprobe_events accepts SYMBOL+OFFSET too
+_KPROBE_TARGET_RE = re.compile(_SYMBOL_RE.pattern + r"(\+(0[xX][0-9a-fA-F]+|[0-9]+))?")
 _PATH_RE = re.compile(r"/[^\s:]*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _INTERVAL_RE = re.compile(r"([0-9]+)([a-z]+)")
@@ -85,8 +87,8 @@ def _check_probe(spec: str) -> str | None:
         if not (_SYMBOL_RE.fullmatch(where) or _OFFSET_RE.fullmatch(where)):
             return f"invalid uprobe '{spec}': '{where}' is neither a symbol nor a 0x offset"
         return None
-    if not _SYMBOL_RE.fullmatch(target):
-        return f"invalid kprobe '{spec}': expected probe:SYMBOL[%return] [FETCHARGS]"
+    if not _KPROBE_TARGET_RE.fullmatch(target):
+        return f"invalid kprobe '{spec}': expected probe:SYMBOL[+OFFSET][%return] [FETCHARGS]"
     del fetchargs  # in the kernel's kprobe_events syntax; the kernel checks it
     return None
 

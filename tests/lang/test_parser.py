@@ -149,3 +149,46 @@ def test_non_ascii_digits_and_letters_are_refused_cleanly():
         with pytest.raises(CompileError) as info:
             compile_source(source)
         assert "unexpected character" in str(info.value)
+
+
+@pytest.mark.parametrize("spec", [
+    "syscalls:sys_enter_openat", "syscalls:sys_enter_*", "*:*", "sched:sched_[sw]*",
+    "probe:do_sys_open", "probe:vfs*", "probe:do_sys_open+0x10", "probe:foo.isra.0%return",
+    "probe:do_sys_open dfd=%di filename=+0(%si):string", "probe:vfs_read%return fd=$retval",
+    "probe:/bin/bash:readline", "probe:/lib64/libc.so.6:0x82000%return",
+    "probe:/lib64/libc.so.6:pthread_mutex_*", "sdt:/lib64/libc.so.6:setjmp", "sdt:/x/y:*",
+    "ftrace:function",
+])
+def test_valid_event_specs(spec):
+    from ktapctl.lang.events import check_event_spec
+
+    assert check_event_spec(spec) is None
+
+
+@pytest.mark.parametrize("spec", [
+    "syscalls", "a:b:c", "probe:", "probe:/bin/bash", "probe:/bin/bash:", "probe:foo%entry",
+    "probe:/bin/bash:12ab", "sdt:bash:x", "sdt:/bin/bash", "ftrace:functions",
+    "sched:switch%return", "a b:c",
+])
+def test_invalid_event_specs(spec):
+    from ktapctl.lang.events import check_event_spec
+
+    assert check_event_spec(spec) is not None
+
+
+@pytest.mark.parametrize(("text", "ns"), [
+    ("1s", 10**9), ("2sec", 2 * 10**9), ("100ms", 10**8), ("5msec", 5 * 10**6),
+    ("10us", 10_000), ("7usec", 7_000),
+])
+def test_intervals(text, ns):
+    from ktapctl.lang.events import parse_interval
+
+    assert parse_interval(text) == (ns, None)
+
+
+@pytest.mark.parametrize("text", ["1m", "1ns", "s", "0ms", "1.5s", "-1s", "10", "99999999999999s"])
+def test_bad_intervals(text):
+    from ktapctl.lang.events import parse_interval
+
+    period, message = parse_interval(text)
+    assert period == 0 and message
