@@ -256,6 +256,37 @@ class Sink:
         self.out.flush()
 
 
+class LostMeter:
+    """Coalesces ``lost`` messages so a storm of ring-buffer overruns is a
+    line a second, not a line a batch.  The first report of each reason
+    prints at once, later ones at most every ``interval`` seconds with the
+    sum since the last line, and whatever is pending prints when the
+    session ends: every count reaches the user, added up."""
+
+    def __init__(self, sink: Sink, interval: float = 1.0, clock=time.monotonic) -> None:
+        self.sink = sink
+        self.interval = interval
+        self.clock = clock
+        self.pending: dict[str, int] = {}
+        self.last: dict[str, float] = {}
+
+    def add(self, reason: str, count: int) -> None:
+        self.pending[reason] = self.pending.get(reason, 0) + count
+        last = self.last.get(reason)
+        if last is None or self.clock() - last >= self.interval:
+            self._emit(reason)
+
+    def flush(self) -> None:
+        for reason in list(self.pending):
+            self._emit(reason)
+
+    def _emit(self, reason: str) -> None:
+        count = self.pending.pop(reason, 0)
+        if count:
+            self.sink.record(records.Lost(reason, count))
+            self.last[reason] = self.clock()
+
+
 def open_output(opts: Options):
     """stdout, or the -o file (created or truncated, mode 0600 as in ktap)."""
     if not opts.output:
@@ -435,6 +466,14 @@ async def _watch_interrupts(channel, state, message, nursery, *, task_status):
 
 
 async def _relay(channel: Channel, opts: Options, sink: Sink, workload, state) -> int:
+    lost = LostMeter(sink)
+    try:
+        return await _relay_messages(channel, opts, sink, workload, state, lost)
+    finally:
+        lost.flush()
+
+
+async def _relay_messages(channel, opts, sink, workload, state, lost: LostMeter) -> int:
     while True:
         message = await channel.receive()
         if isinstance(message, msg.Output):
@@ -452,8 +491,9 @@ async def _relay(channel: Channel, opts: Options, sink: Sink, workload, state) -
             if opts.verbose:
                 _say(f"session {message.session} started, {message.probes} probes on")
         elif isinstance(message, msg.Lost):
-            sink.record(records.Lost(message.reason, message.count))
+            lost.add(message.reason, message.count)
         elif isinstance(message, msg.Ended):
+            lost.flush()
             sink.event(
                 {
                     "type": "ended",

@@ -498,3 +498,55 @@ def test_daemon_vanishing_mid_session(sock, kpc, capsys):
     out, err = capsys.readouterr()
     assert out == "partial\n"
     assert "ktapd closed the connection" in err
+
+
+def test_lost_meter_coalesces_and_loses_no_count():
+    from ktapctl.client import LostMeter, Sink
+
+    class Out:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, text):
+            self.text += text
+
+        def flush(self):
+            pass
+
+    now = [0.0]
+    err = Out()
+    meter = LostMeter(Sink(Out(), False, err), interval=1.0, clock=lambda: now[0])
+    for _ in range(5):
+        meter.add("ring", 10)
+    meter.add("output", 3)
+    assert (
+        err.text
+        == "lost 10 events (ring buffer overrun)\nlost 3 output records (client too slow)\n"
+    )
+    now[0] = 1.5
+    meter.add("ring", 1)
+    assert err.text.endswith("lost 41 events (ring buffer overrun)\n")
+    meter.add("ring", 2)
+    meter.flush()
+    assert err.text.endswith(
+        "lost 41 events (ring buffer overrun)\nlost 2 events (ring buffer overrun)\n"
+    )
+    meter.flush()
+    assert err.text.count("\n") == 4
+
+
+async def lost_storm(peer):
+    await peer.receive()
+    await peer.send(msg.Started(session=5, probes=1))
+    for _ in range(100):
+        await peer.send(msg.Lost(session=5, reason="ring", count=3))
+    await peer.send(msg.Ended(session=5, ok=True, reason="finished"))
+    await peer.receive()
+
+
+def test_lost_storm_is_summed_not_spammed(sock, kpc, capsys):
+    with FakeDaemon(sock, lost_storm):
+        assert run_main(["-q", kpc], sock) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) <= 3
+    assert sum(int(line.split()[1]) for line in lines) == 300
