@@ -238,7 +238,9 @@ class Library:
         return to_text(value)
 
     def ipof(self, addr) -> KernelAddress:
-        return KernelAddress(_number("ipof", 1, addr))
+        addr = _number("ipof", 1, addr)
+        symbolize = self.m.symbolize
+        return KernelAddress(addr, symbolize(addr) if symbolize is not None else None)
 
     # --- aggregates -----------------------------------------------------
 

@@ -209,7 +209,8 @@ class Machine:
     """One program's run-time state.  Not thread-safe; one per session."""
 
     def __init__(self, verified: VerifiedProgram, *, emit: Callable[[Record], None],
-                 limits: RuntimeLimits = DEFAULT_LIMITS, timestamps: bool = False):
+                 limits: RuntimeLimits = DEFAULT_LIMITS, timestamps: bool = False,
+                 symbolize: Callable[[int], str] | None = None):
         if not isinstance(verified, VerifiedProgram):
             raise TypeError("Machine needs a VerifiedProgram (see ktapd.verifier.verify)")
         for f in dataclasses.fields(limits):
@@ -219,6 +220,7 @@ class Machine:
         self.program = verified.program
         self.limits = limits
         self.timestamps = timestamps  # stamp Text records with the event time (-T)
+        self.symbolize = symbolize  # kernel address -> symbol, for ipof()
         self.registrations: list[Registration] = []
         self.end_handlers: list[Callable] = []
         self._exit_requested = False

@@ -120,12 +120,14 @@ class EventString:
 
 
 class KernelAddress:
-    """``ipof(addr)``: a number tagged as a kernel address."""
+    """``ipof(addr)``: a number tagged as a kernel address, with its symbol
+    when the machine was given a symboliser."""
 
-    __slots__ = ("addr",)
+    __slots__ = ("addr", "name")
 
-    def __init__(self, addr: int):
+    def __init__(self, addr: int, name: str | None = None):
         self.addr = addr
+        self.name = name
 
     def __eq__(self, other: object) -> bool:
         return other.__class__ is KernelAddress and other.addr == self.addr
@@ -134,7 +136,7 @@ class KernelAddress:
         return hash(("ip", self.addr))
 
     def text(self) -> str:
-        return f"0x{self.addr & _MASK64:x}"
+        return self.name if self.name else f"0x{self.addr & _MASK64:x}"
 
 
 class _BoolKey:

@@ -203,3 +203,14 @@ def test_chatty_handler_is_flushed_in_pieces():
     texts = [r for r in run.records if isinstance(r, Text)]
     assert len(texts) > 1
     assert "".join(t.text for t in texts) == "".join(f"{i}\n" for i in range(1, 2001))
+
+
+def test_ipof_symbolises_when_the_machine_can():
+    src = "var t = {}\nt[ipof(0xffffffff81000000)] += 1\nprint(stringof(ipof(16)))\nprint_hist(t)"
+    plain = script(src)
+    assert plain.text() == "0x10\n"
+    assert [r for r in plain.records if isinstance(r, Histogram)][0].rows == \
+        (("0xffffffff81000000", 1),)
+    named = script(src, symbolize=lambda addr: f"sym_{addr & 0xff}")
+    assert named.text() == "sym_16\n"
+    assert [r for r in named.records if isinstance(r, Histogram)][0].rows == (("sym_0", 1),)
