@@ -136,16 +136,32 @@ class LarkLexer(lark.lexer.Lexer):
 
 
 def _cache_file() -> str | bool:
-    """Where lark keeps the analysed grammar, or False when we can't write."""
+    """Where lark keeps the analysed grammar, or False to go without.
+
+    lark's cache is a pickle, and loading a pickle runs code: with
+    ``sudo ktapctl`` a cache another user could write would run their code
+    as root.  So the directory and the file must belong to us and be
+    writable by nobody else; otherwise the grammar is analysed afresh
+    (about 0.2 s) rather than trusted."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     directory = os.path.join(base, "ktap")
+    path = os.path.join(directory, f"grammar-lark{lark.__version__}.cache")
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _private(os.stat(directory)):
+            return False
+        if os.path.lexists(path) and not _private(os.lstat(path)):
+            return False
     except OSError:
         return False
-    if not os.access(directory, os.W_OK):
-        return False
-    return os.path.join(directory, f"grammar-lark{lark.__version__}.cache")
+    return path if os.access(directory, os.W_OK) else False
+
+
+def _private(st: os.stat_result) -> bool:
+    import stat
+
+    return (st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            and not stat.S_ISLNK(st.st_mode))
 
 
 def _lark():
