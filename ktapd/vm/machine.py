@@ -12,7 +12,8 @@ constants, and three globals the generated code shares:
 ``D``  current depth of non-tail calls
 
 Each entry point (run_main, run_handler, run_end) resets these, calls the
-compiled function, runs the tail-call trampoline if the function returned
+compiled function (run_handler is itself compiled into the namespace from
+the fixed text ``_DISPATCH``, so setting E and S are plain global stores), runs the tail-call trampoline if the function returned
 a ``_Tail``, and turns any KtapError into one Error record carrying the
 script line (found by walking the traceback to the innermost generated
 frame: no line bookkeeping on the hot path).  After the first run-time
@@ -23,7 +24,13 @@ handlers no longer run, trace_end still does.
 Output of print/printf/ansi.* is buffered and sent as one Text record per
 invocation (fewer records, and the renderer sees whole lines); histograms
 flush the buffer first so order is kept.  A very chatty invocation is
-flushed every ``_FLUSH_EVERY`` writes to bound memory.
+flushed every ``_FLUSH_EVERY`` writes to bound memory.  With
+``timestamps`` (ktap -T) a Text record carries the event's time.
+
+Budgets: one step per loop pass and per call (tail calls included), as
+LANGUAGE.md says; work that grows with a table (the pairs() snapshot,
+print_hist's sort) also costs one step per 16 entries, so that no loop can
+repeat unbounded work without running out of steps.
 
 Nothing escapes run_main/run_handler/run_end as a Python exception: an
 unexpected one (a VM bug) becomes an Error record starting with

@@ -42,8 +42,8 @@ FILENAME = "<ktap>"
 MAX = repr(L.INT64_MAX)
 MIN = repr(L.INT64_MIN)
 
-# Event variables read as plain attributes of the context (the rest: argN,
-# argstr, probename have their own template below).
+# Event variables read as plain attributes of the context (argN and argstr
+# have their own templates below).
 _PLAIN_EVENT_ATTRS = {"pid", "tid", "uid", "cpu", "execname", "probename"}
 
 
@@ -74,6 +74,12 @@ def translate_program(program: Program, *, string_bytes: int, table_entries: int
 
 
 class _FunctionTranslator:
+    """Emits one function: a factory taking its upvalue cells, returning the
+    Python function.  Tracks a little straight-line knowledge about
+    registers (known integer constants, known ints, which upvalue a table
+    came from) to drop type tests that cannot fail and to name tables in
+    overflow errors."""
+
     def __init__(self, src: Source, program: Program, index: int, f: Function,
                  string_bytes: int, table_entries: int, call_depth: int):
         self.src = src
