@@ -199,3 +199,42 @@ def test_flipped_bytes_of_encoded_programs(program, data):
 @pytest.mark.parametrize("index", range(len(SEEDS)))
 def test_every_seed_runs_cleanly(index):
     exercise(verify(SEEDS[index]))
+
+
+@st.composite
+def one_bad_operand(draw):
+    """A seed with one register, constant or opcode made invalid, and the
+    words the refusal must contain."""
+    from protocol.bytecode import opcodes
+    program = draw(st.sampled_from(SEEDS))
+    fi = draw(st.integers(0, len(program.functions) - 1))
+    f = program.functions[fi]
+    pc = draw(st.integers(0, len(f.code) - 1))
+    ins = list(f.code[pc])
+    row = opcodes.OPCODES[ins[0]]
+    choices = [i for i, kind in enumerate(row.operands, start=1) if kind in "rwk"]
+    if not choices or draw(st.booleans()):
+        ins[0] = len(opcodes.OPCODES) + draw(st.integers(0, 1000))
+        expect = f"instruction {pc} (?): unknown opcode {ins[0]}"
+    else:
+        position = draw(st.sampled_from(choices))
+        kind = row.operands[position - 1]
+        size = f.nregs if kind in "rw" else len(f.constants)
+        ins[position] = size + draw(st.integers(0, 1000))
+        expect = f"instruction {pc} ({row.name}): "
+        expect += f"constant {ins[position]}" if kind == "k" else f"register {ins[position]}"
+    code = f.code[:pc] + (tuple(ins),) + f.code[pc + 1:]
+    functions = list(program.functions)
+    functions[fi] = dataclasses.replace(f, code=code)
+    return dataclasses.replace(program, functions=tuple(functions)), fi, expect
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(one_bad_operand())
+def test_a_bad_operand_is_refused_with_its_place(case):
+    program, fi, expect = case
+    with pytest.raises(VerifyError) as info:
+        verify(program)
+    message = str(info.value)
+    assert message.startswith(f"function {fi} <"), message
+    assert expect in message, message
