@@ -9,7 +9,7 @@ never silently weakens the policy.  Example with every key and its default::
     socket_mode = 0o666                # who may connect; the policy decides what they may do
     admin_groups = []                  # members (and uid 0) are administrators
     user_event_kinds = []              # event kinds ordinary users may trace ("tracepoint", "uprobe", ...)
-    output_buffer_records = 65536      # per session, while detached or behind a slow client
+    output_buffer_bytes = 16777216     # per session, while detached or behind a slow client
     max_sessions_per_user = 16         # running or uncollected sessions of one non-admin user
     worker_user = ""                   # "" = "ktapd-worker" if that user exists, else "nobody"
 
@@ -46,7 +46,7 @@ class Config:
     socket_mode: int = 0o666
     admin_groups: tuple[str, ...] = ()
     user_event_kinds: tuple[str, ...] = ()
-    output_buffer_records: int = 65536
+    output_buffer_bytes: int = 16 * 1024 * 1024
     max_sessions_per_user: int = 16
     worker_user: str = ""
     limits: RuntimeLimits = field(default_factory=RuntimeLimits)
@@ -69,7 +69,7 @@ _KEYS = {
     "socket_mode": (int, int),
     "admin_groups": (list, tuple),
     "user_event_kinds": (list, tuple),
-    "output_buffer_records": (int, int),
+    "output_buffer_bytes": (int, int),
     "max_sessions_per_user": (int, int),
     "worker_user": (str, str),
 }
@@ -108,8 +108,8 @@ def from_dict(doc: dict, where: str = "configuration") -> Config:
         if kind is list and not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {key} must be a list of strings")
         values[key] = convert(value)
-    if values.get("output_buffer_records", 1) < 1:
-        raise ConfigError(f"{where}: output_buffer_records must be at least 1")
+    if values.get("output_buffer_bytes", 1) < 1:
+        raise ConfigError(f"{where}: output_buffer_bytes must be at least 1")
     return Config(**values)
 
 

@@ -45,6 +45,7 @@ from ktapd import worker as wire
 from ktapd.config import Config
 from ktapd.policy import Peer
 from protocol import limits as fmt
+from protocol import records
 from protocol.bytecode import builtins, opcodes
 from protocol.bytecode.program import Program
 from protocol.limits import RuntimeLimits
@@ -68,6 +69,9 @@ RUNNING = "running"  # probes on
 ENDING = "ending"  # stop requested, trace_end may be running
 ENDED = "ended"
 
+# Records per `output` message stop at this many bytes (or MAX_RECORDS), far
+# below the frame limit even for text made of 4-byte characters.
+MAX_OUTPUT_BYTES = 2 * 1024 * 1024
 STOP_GRACE_S = 15.0  # trace_end may take its main-chunk budget; then the worker is killed
 DISCONNECTED_GRACE_S = 1.0
 WORKER_EXIT_GRACE_S = 5.0  # after "done", before the worker is killed
@@ -89,30 +93,53 @@ def session_limits(defaults: RuntimeLimits, requested: dict[str, int]) -> Runtim
     return replace(defaults, **{k: min(v, LIMIT_CEILINGS[k]) for k, v in requested.items()})
 
 
+def record_size(record) -> int:
+    """Roughly the bytes a record holds (for the output buffer bound)."""
+    if type(record) is records.Text:
+        return 16 + len(record.text)
+    if type(record) is records.Histogram:
+        return 32 + sum(8 + len(key) for key, _ in record.rows)
+    if type(record) is records.Quantize:
+        return 32 + 16 * len(record.buckets)
+    return 64 + sum(len(v) for v in vars(record).values() if isinstance(v, str))
+
+
+def record_count(record) -> int:
+    """How much output a record is, as a lost count: lines for text, else 1."""
+    if type(record) is records.Text:
+        return max(1, record.text.count("\n"))
+    return 1
+
+
 class Outbox:
     """What a session has to say to its client, in order, bounded.
 
-    Records count against ``max_records``; control messages (started,
-    ended, refusals) are never dropped; lost counts jump the queue."""
+    Records count against ``max_bytes`` (record_size); what does not fit is
+    dropped and counted as lost "output" (record_count: lines of text).
+    Control messages (started, ended, refusals) and the final lost summary
+    are never dropped; lost counts jump the queue."""
 
-    def __init__(self, session: int, max_records: int) -> None:
+    def __init__(self, session: int, max_bytes: int) -> None:
         self.session = session
-        self.max_records = max_records
-        self.items: deque = deque()  # list of records, or a protocol message
-        self.buffered = 0
+        self.max_bytes = max_bytes
+        self.items: deque = deque()  # [record, size] pairs, or a protocol message
+        self.buffered = 0  # bytes of records queued
         self.pending_lost: dict[str, int] = {}
         self.lost_total: dict[str, int] = {}
         self._changed = trio.Event()
 
-    def put_records(self, batch: list) -> None:
-        room = self.max_records - self.buffered
-        if len(batch) > room:
-            self.count_lost("output", len(batch) - max(room, 0))
-            batch = batch[: max(room, 0)]
-        if batch:
-            self.items.append(batch)
-            self.buffered += len(batch)
-            self._notify()
+    def put_records(self, batch: list, *, bounded: bool = True) -> None:
+        dropped = 0
+        for record in batch:
+            size = record_size(record)
+            if bounded and self.buffered + size > self.max_bytes:
+                dropped += record_count(record)
+                continue
+            self.items.append([record, size])
+            self.buffered += size
+        if dropped:
+            self.count_lost("output", dropped)
+        self._notify()
 
     def put(self, message) -> None:
         self.items.append(message)
@@ -133,15 +160,18 @@ class Outbox:
         if not isinstance(self.items[0], list):
             return self.items.popleft()
         out: list = []
-        while self.items and isinstance(self.items[0], list) and len(out) < MAX_RECORDS:
-            batch = self.items[0]
-            room = MAX_RECORDS - len(out)
-            out.extend(batch[:room])
-            if len(batch) > room:
-                self.items[0] = batch[room:]
-            else:
-                self.items.popleft()
-        self.buffered -= len(out)
+        size = 0
+        items = self.items
+        while (
+            items
+            and isinstance(items[0], list)
+            and len(out) < MAX_RECORDS
+            and size < MAX_OUTPUT_BYTES
+        ):
+            record, record_bytes = items.popleft()
+            out.append(record)
+            size += record_bytes
+        self.buffered -= size
         return Output(self.session, tuple(out))
 
     async def wait(self) -> None:
@@ -174,7 +204,7 @@ class Session:
         self.state = STARTING
         self.created = time.monotonic()
         self.probes = 0
-        self.outbox = Outbox(sid, config.output_buffer_records)
+        self.outbox = Outbox(sid, config.output_buffer_bytes)
         self.link = None  # the attached client (ktapd/server.py), if any
         self.discard = False  # nobody may attach any more: drop it once ended
         self.worker_pid: int | None = None
@@ -251,12 +281,8 @@ class Session:
         if refusal is not None:
             self.outbox.put(ErrorMessage(refusal, of="run"))
         else:
-            from protocol import records
-
             summary = [records.Lost(r, n) for r, n in sorted(self.outbox.lost_total.items()) if n]
-            if summary:
-                self.outbox.items.append(summary)  # never dropped, unlike output
-                self.outbox.buffered += len(summary)
+            self.outbox.put_records(summary, bounded=False)  # never dropped, unlike output
             self.outbox.put(Ended(self.id, ok, reason))
         log.info("session %d ended: %s", self.id, refusal or reason)
 
@@ -360,8 +386,6 @@ class Session:
 
     def _tell_opened(self, probeset) -> None:
         """-v: which events are on, and which glob matches the kernel would not open."""
-        from protocol import records
-
         specs = sorted({d.spec for d in probeset.descs})
         shown = ", ".join(specs[:20]) + (f", ... ({len(specs)} in all)" if len(specs) > 20 else "")
         notes = [

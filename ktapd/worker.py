@@ -61,6 +61,7 @@ from protocol.framing import FrameReader, frame
 FDS_PER_FRAME = 250  # the kernel takes at most 253 (SCM_MAX_FD) per message
 RECEIVE_SIZE = 256 * 1024
 MAX_BATCH = 2048  # records per output frame; a handler printing more flushes early
+MAX_TEXT_CHARS = 256 * 1024  # joined text per record (frames stay far below the limit)
 POLL_MS = 100  # upper bound on how long output and stop requests may wait
 RING_PAGES = 64  # data pages per ring (256 KiB): the worker user's mlock budget is shared
 
@@ -155,6 +156,8 @@ class Worker:
         self.channel = channel
         self.start = start
         self.batch: list[dict] = []
+        self.text: list[str] = []  # untimed text not yet in a record
+        self.text_chars = 0
         self.dry_run = bool(start.get("dry_run"))
         self.failed = False  # a run-time error happened: no trace_end
         self.stopped = False
@@ -163,11 +166,29 @@ class Worker:
 
     # --- output -----------------------------------------------------------------
     def emit(self, record: records.Record) -> None:
+        # Consecutive untimed text (one record per handler call, as the VM
+        # emits it) is joined into one record: the same characters reach
+        # the client, with one record per batch to relay instead of one
+        # per event.  Timestamped text (-T) keeps its records.
+        if type(record) is records.Text and not record.time_ns:
+            self.text.append(record.text)
+            self.text_chars += len(record.text)
+            if self.text_chars >= MAX_TEXT_CHARS:
+                self.flush()
+            return
+        self._end_text()
         self.batch.append(text_wire(record))
         if len(self.batch) >= MAX_BATCH:
             self.flush()
 
+    def _end_text(self) -> None:
+        if self.text:
+            self.batch.append({"r": "text", "text": "".join(self.text), "time_ns": 0})
+            self.text = []
+            self.text_chars = 0
+
     def flush(self) -> None:
+        self._end_text()
         if self.batch:
             batch, self.batch = self.batch, []
             self.channel.send({"t": "output", "records": batch})

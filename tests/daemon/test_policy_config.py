@@ -115,11 +115,11 @@ def test_config_file(tmp_path):
     path = tmp_path / "ktapd.toml"
     path.write_text(
         'socket = "/tmp/x.sock"\nsocket_mode = 0o660\nadmin_groups = ["wheel"]\n'
-        "output_buffer_records = 5\n[limits]\nstring_bytes = 1024\n"
+        "output_buffer_bytes = 5\n[limits]\nstring_bytes = 1024\n"
     )
     config = load(path)
     assert str(config.socket) == "/tmp/x.sock" and config.socket_mode == 0o660
-    assert config.admin_groups == ("wheel",) and config.output_buffer_records == 5
+    assert config.admin_groups == ("wheel",) and config.output_buffer_bytes == 5
     assert config.limits == RuntimeLimits(string_bytes=1024)
 
 
@@ -129,7 +129,7 @@ def test_config_file(tmp_path):
         ({"sockets": "/x"}, "unknown key 'sockets'"),
         ({"socket_mode": "0660"}, "wrong type"),
         ({"admin_groups": [1]}, "list of strings"),
-        ({"output_buffer_records": 0}, "at least 1"),
+        ({"output_buffer_bytes": 0}, "at least 1"),
         ({"limits": {"string_byte": 1}}, "unknown limit"),
         ({"limits": {"string_bytes": -1}}, "positive integer"),
         ({"worker_user": True}, "wrong type"),

@@ -207,7 +207,7 @@ async def test_detach_leaves_the_session_running(ktapd):
     assert text_of(got) == "later\n" and got[-1].reason == "finished"
 
 
-@pytest.mark.config(output_buffer_records=10)
+@pytest.mark.config(output_buffer_bytes=10 * 41)  # a one-row histogram with key "k" is 41
 async def test_output_overflow_is_counted_as_lost(ktapd):
     c = await ktapd.client()
     # Every print_hist is its own record: 50 records into a 10-record buffer.
@@ -308,3 +308,17 @@ async def test_killing_a_detached_session_discards_it(ktapd):
     with trio.fail_after(10):
         while sid in ktapd.daemon.sessions:
             await trio.sleep(0.02)
+
+
+@pytest.mark.config(output_buffer_bytes=4096)
+async def test_lost_text_is_counted_in_lines(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message('for (i = 1, 1000) { print("line", i) } print("x")', detach=True))
+    sid = (await c.receive()).session
+    with trio.fail_after(10):
+        await ktapd.daemon.sessions[sid].finished.wait()
+    await c.send(Attach(sid))
+    got = await c.until(Ended)
+    delivered = text_of(got).count("\n")
+    lost = sum(m.count for m in got if isinstance(m, Lost) and m.reason == "output")
+    assert lost > 0 and delivered + lost == 1001
