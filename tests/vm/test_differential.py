@@ -51,8 +51,7 @@ def test_arithmetic_matches_exact_arithmetic(opname, a, b):
         assert evaluate(opname, a, b) == "divide 0"
         return
     expected = REFERENCE[opname](a, b)
-    shown = {True: "true", False: "false"}.get(expected, str(expected)) if isinstance(
-        expected, bool) else str(expected)
+    shown = ("true" if expected else "false") if isinstance(expected, bool) else str(expected)
     assert evaluate(opname, a, b) == shown + "\n"
 
 
