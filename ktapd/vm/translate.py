@@ -507,7 +507,10 @@ def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int]]:
     leaf_open, leaf_close = set(), set()
     for pc, ins in enumerate(f.code):
         number = ins[0]
-        if number in (op.CALL, op.LOOP, op.FORNUM, op.FORPAIRS):
+        # Anything else that spends budget inside the body (calls, loops,
+        # print_hist's charge) makes the loop an ordinary one.
+        if number in (op.CALL, op.LOOP, op.FORNUM, op.FORPAIRS) or (
+                number == op.CALLB and ins[2] == _PRINT_HIST):
             for block in opened:
                 block[2] = False
         block_kind = op.OPCODES[number].block

@@ -300,3 +300,14 @@ def test_limits_must_be_integers():
     with pytest.raises(ValueError):
         Machine(verify(prog(main_fn([("RETURN0",)]))), emit=print,
                 limits=RuntimeLimits(string_bytes="5"))  # type: ignore[arg-type]
+
+
+def test_print_hist_inside_a_counted_loop_is_charged_exactly():
+    limits = RuntimeLimits(handler_steps=100, table_entries=100_000)
+    fill = "var t = {}\nfor (i = 1, 800) { t[i] = i }\n"  # print_hist costs 50 steps
+    ok = script(fill + "trace syscalls:sys_enter_openat { for (i = 1, 1) { print_hist(t, 1) } }",
+                limits=limits)
+    assert ok.fire(None)
+    over = script(fill + "trace syscalls:sys_enter_openat { for (i = 1, 2) { print_hist(t, 1) } }",
+                  limits=limits)
+    assert not over.fire(None)
