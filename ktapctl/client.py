@@ -628,7 +628,7 @@ def _with_daemon(opts: Options, body: Callable[[Handshake], int], embeddable: bo
     """``body`` with a greeted connection to the daemon at the socket, or to
     an embedded one (see the module docstring for when)."""
     if opts.embedded:
-        return _embedded_daemon(body)
+        return _embedded_daemon(body, opts.verbose)
     try:
         handshake = Handshake.open(opts.socket_path)
     except DaemonUnreachable as exc:
@@ -637,20 +637,24 @@ def _with_daemon(opts: Options, body: Callable[[Handshake], int], embeddable: bo
             raise ClientError(f"{exc}{hint}") from None
         if opts.verbose:
             _say(f"{exc}; starting an embedded daemon")
-        return _embedded_daemon(body)
+        return _embedded_daemon(body, opts.verbose)
+    if opts.verbose:
+        _say(f"connected to {handshake.server or 'ktapd'} at {opts.socket_path}")
     try:
         return body(handshake)
     finally:
         handshake.close()
 
 
-def _embedded_daemon(body: Callable[[Handshake], int]) -> int:
+def _embedded_daemon(body: Callable[[Handshake], int], verbose: bool = False) -> int:
     try:
         from ktapd.embedded import serve  # the one ktapctl -> ktapd import (DESIGN.md)
     except ImportError as exc:
         raise ClientError(f"no ktapd to start in-process here ({exc})") from None
     with serve() as path:
         handshake = Handshake.open(path)
+        if verbose:
+            _say(f"started an embedded {handshake.server or 'ktapd'} at {path}")
         try:
             return body(handshake)
         finally:

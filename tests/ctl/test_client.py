@@ -408,7 +408,7 @@ def no_default_daemon(tmp_path, monkeypatch):
     monkeypatch.delenv("KTAP_SOCKET", raising=False)
     calls = []
 
-    def fake_embedded(body):
+    def fake_embedded(body, verbose=False):
         calls.append(body)
         return 42
 
