@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 
 from ktapctl.lang.diagnostics import CompileError, Diagnostic, Span
 from protocol import limits
 from protocol.bytecode.program import Program
 
 __all__ = ["CompileError", "Diagnostic", "Span", "compile_source", "parse"]
+
+# One compile at a time: the parser hands its lexer to lark through a
+# module global, and compiling adjusts the recursion limit and the GC.
+_LOCK = threading.RLock()
 
 # Deeply nested source (a long `a + b + ...` chain, nested tables) is walked
 # recursively; allow that much depth and turn anything deeper into an error.
@@ -78,6 +83,7 @@ class _deep_recursion:
     big scripts compile in more than linear time."""
 
     def __enter__(self):
+        _LOCK.acquire()
         self.saved = sys.getrecursionlimit()
         sys.setrecursionlimit(max(self.saved, _RECURSION_LIMIT))
         self.gc_was_enabled = gc.isenabled()
@@ -87,4 +93,5 @@ class _deep_recursion:
         sys.setrecursionlimit(self.saved)
         if self.gc_was_enabled:
             gc.enable()
+        _LOCK.release()
         return False
