@@ -179,3 +179,33 @@ def test_compile_writes_bytecode_that_decodes(tmp_path, monkeypatch):
     # compile of a .kpc input re-encodes it: the round trip is exact.
     assert main(["compile", "-o", str(out), str(src)]) == 0
     assert decode(out.read_bytes()) == program
+
+
+def test_compile_error_exit_status_and_full_diagnostics(capsys):
+    from ktapctl.cli import EXIT_COMPILE
+
+    assert main(["-b", "-e", "var x = 1\nprint(y)"]) == EXIT_COMPILE
+    out, err = capsys.readouterr()
+    assert out == ""
+    # The compiler's own rendering, whole: location, message, source line.
+    assert err.startswith("(command line):2:")
+    assert "print(y)" in err
+
+
+def test_simple_tracing_compiles(capsys):
+    assert main(["-b", "-s", "sched:sched_switch"]) == 0
+    assert "; probe 0: trace sched:sched_switch" in capsys.readouterr().out
+
+
+def test_compile_a_script_to_bytecode_and_back(tmp_path, capsys):
+    script = tmp_path / "s.kp"
+    script.write_text("var n = 0\ntrace syscalls:sys_enter_getppid { n += 1 }\n")
+    kpc = tmp_path / "s.kpc"
+    assert main(["compile", "-o", str(kpc), str(script)]) == 0
+    program = decode(kpc.read_bytes())
+    assert program.source_name == str(script)
+    assert [p.events for p in program.probes] == [("syscalls:sys_enter_getppid",)]
+    assert main(["disasm", str(kpc)]) == 0
+    from_kpc = capsys.readouterr().out
+    assert main(["-b", str(script)]) == 0
+    assert capsys.readouterr().out == from_kpc
