@@ -124,6 +124,11 @@ def main() -> int:
     )
     with ktapd_socket() as sock:
         env = dict(os.environ, KTAP_SOCKET=sock)
+        row(
+            "ktapctl status   (a one-shot request: no compiler, no trio)",
+            wall([KTAPCTL, "status"], env=env, runs=runs),
+            base,
+        )
         through_daemon = wall([KTAPCTL, "-e", "print(1)"], env=env, runs=runs)
         row("ktapctl -e 'print(1)'   (running daemon)", through_daemon, base)
         embedded = wall([KTAPCTL, "--embedded", "-e", "print(1)"], runs=runs)
