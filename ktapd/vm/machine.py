@@ -84,7 +84,7 @@ def run_handler(reg, event):
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Registration:
     """A probe or timer handler registered by the main chunk (REGISTER).
 
