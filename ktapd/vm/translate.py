@@ -157,7 +157,7 @@ class _FunctionTranslator:
                 self.emit("S = s")
             else:  # the passes of the leaf loop so far are not charged yet
                 n = self.leaf_active
-                self.emit(f"S = s - _r{n}.index(_i{n}) - 1")
+                self.emit(f"S = s - _r{n}.index({self.leaf_value}) - 1")
 
     def int_check(self, regs: list[int]) -> bool:
         """Open an ``if`` that holds when every register is an int; False if
@@ -194,8 +194,9 @@ class _FunctionTranslator:
             # A boxed parameter arrives as a plain value; every other boxed
             # register starts as a fresh cell so GETBOX before NEWBOX is nil.
             self.emit(f"r{r} = [r{r}]" if r < f.nparams else f"r{r} = [None]")
-        self.leaf_open, self.leaf_close = leaf_loops(f)
+        self.leaf_open, self.leaf_close, self.leaf_untouched = leaf_loops(f)
         self.leaf_active: int | None = None  # block depth of the leaf loop we are in
+        self.leaf_value = ""  # expression holding that loop's current value
         for pc, ins in enumerate(f.code):
             self.pc = pc
             _TEMPLATES[ins[0]](self, *ins[1:])
@@ -455,10 +456,19 @@ def _fornum(t, a, b, c, d):
     n = t.depth
     fits = f"{last} - {first} < {t.budget}" if simple else f"len(_r{n}) <= {t.budget}"
     t.emit(f"_r{n} = {numbers}")
-    t.emit(f"_i{n} = None")
-    t.emit(f"for _i{n} in (_r{n} if {fits} else _clip(_r{n}, {t.budget})):")
+    loop = f"(_r{n} if {fits} else _clip(_r{n}, {t.budget}))"
+    if t.pc in t.leaf_untouched:
+        # The loop variable itself says how far the loop got.
+        t.emit(f"for r{a} in {loop}:")
+        t.leaf_value = f"r{a}"
+    else:
+        t.emit(f"_i{n} = None")
+        t.emit(f"for _i{n} in {loop}:")
+        t.leaf_value = f"_i{n}"
     t.depth += 1
-    t.emit(f"r{a} = _i{n}")
+    t.emit("pass")  # the body may be empty
+    if t.leaf_value != f"r{a}":
+        t.emit(f"r{a} = _i{n}")
     t.ints.add(a)
     t.leaf_active = n
 
@@ -468,7 +478,10 @@ def _end(t):
     t.depth -= 1
     if t.pc in t.leaf_close:
         n = t.depth
-        t.emit(f"if _i{n} is not None: {t.budget} -= _r{n}.index(_i{n}) + 1")
+        # A non-empty range ran at least once (a cut range that ran zero
+        # times raised instead of getting here).
+        ran = f"_r{n}" if t.leaf_value.startswith("r") else f"_i{n} is not None"
+        t.emit(f"if {ran}: {t.budget} -= _r{n}.index({t.leaf_value}) + 1")
         t.leaf_active = None
 
 
@@ -501,10 +514,11 @@ def assigned_first(f: Function) -> frozenset[int]:
     return frozenset(written)
 
 
-def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int]]:
-    """FORNUM loops whose body has no call and no loop: (opening pcs, END pcs)."""
+def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
+    """FORNUM loops whose body has no call and no loop: (opening pcs, END
+    pcs, opening pcs of those whose body never writes the loop variable)."""
     opened: list[list] = []  # [pc, opcode, leaf?] per open block
-    leaf_open, leaf_close = set(), set()
+    leaf_open, leaf_close, untouched = set(), set(), set()
     for pc, ins in enumerate(f.code):
         number = ins[0]
         # Anything else that spends budget inside the body (calls, loops,
@@ -521,7 +535,12 @@ def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int]]:
             if opener == op.FORNUM and leaf:
                 leaf_open.add(start)
                 leaf_close.add(pc)
-    return frozenset(leaf_open), frozenset(leaf_close)
+                var = f.code[start][1]
+                if not any(var == body[i] for body in f.code[start + 1:pc]
+                           for i, kind in enumerate(op.OPCODES[body[0]].operands, start=1)
+                           if kind == "w"):
+                    untouched.add(start)
+    return frozenset(leaf_open), frozenset(leaf_close), frozenset(untouched)
 
 
 def _forpairs(t, a, b, c):

@@ -311,3 +311,16 @@ def test_print_hist_inside_a_counted_loop_is_charged_exactly():
     over = script(fill + "trace syscalls:sys_enter_openat { for (i = 1, 2) { print_hist(t, 1) } }",
                   limits=limits)
     assert not over.fire(None)
+
+
+@pytest.mark.parametrize("writes_var", [False, True])
+@pytest.mark.parametrize("passes, ok", [(0, True), (1, True), (10, True), (11, False)])
+def test_counted_loop_charges(writes_var, passes, ok):
+    # main: for r4 = 1, passes { [r4 = 7] }; 10 steps of budget
+    body = [("LOADK", 4, K(7))] if writes_var else []
+    main = main_fn([("LOADK", 1, K(1)), ("LOADK", 2, K(passes)), ("LOADK", 3, K(1)),
+                    ("FORNUM", 4, 1, 2, 3), *body, ("END",),
+                    ("LOADK", 5, K(1)), ("LOADK", 6, K(10 - min(passes, 10))), ("LOADK", 7, K(1)),
+                    ("FORNUM", 8, 5, 6, 7), ("END",), ("RETURN0",)])
+    run = start(prog(main), limits=RuntimeLimits(main_steps=10))
+    assert run.ok is ok, run.errors()
