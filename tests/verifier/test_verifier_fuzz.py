@@ -4,7 +4,8 @@
 2. Mutated programs (operands, opcodes, counts, registers, upvalue descriptors,
    instruction insertion/removal) and garbage bytes only ever give a
    VerifiedProgram, a VerifyError or a DecodeError, and quickly.
-3. Whatever verifies also runs: Machine construction, the main chunk, every
+3. Whatever verifies also runs (mutated programs, and programs valid by
+   construction that reach every template, empty blocks and deep nesting): Machine construction, the main chunk, every
    registered handler (with and without an event) and trace_end end normally
    or with an Error record, never with an escaping Python exception and never
    with an "internal error".
@@ -238,3 +239,98 @@ def test_a_bad_operand_is_refused_with_its_place(case):
     message = str(info.value)
     assert message.startswith(f"function {fi} <"), message
     assert expect in message, message
+
+
+# --- programs valid by construction: every template, nesting and empty block ---
+
+_NREGS, _BOXES = 8, (6, 7)
+_PLAIN = st.integers(0, 5)
+_CONSTS = (0, 1, 5, -3, 0x7FFFFFFFFFFFFFFF, "s", "%d %s", None, True)
+
+
+def _flat(draw, in_loop: bool, main: bool) -> list[tuple]:
+    from protocol.bytecode.builtins import BUILTINS, EVENT_VARS, VARIADIC
+    r = lambda: draw(_PLAIN)  # noqa: E731
+    choice = draw(st.integers(0, 17))
+    if not main and choice in (6, 10, 11, 12, 15):  # boxes and closures live in main
+        choice = 16
+    if choice == 0:
+        return [("LOADK", r(), K(draw(st.sampled_from(_CONSTS))))]
+    if choice == 1:
+        name = draw(st.sampled_from(["ADD", "SUB", "MUL", "DIV", "MOD", "CONCAT", "EQ", "NE",
+                                     "LT", "LE", "GETTABLE"]))
+        return [(name, r(), r(), r())]
+    if choice == 2:
+        return [(draw(st.sampled_from(["SETTABLE", "ADDTABLE", "AGGTABLE"])), r(), r(), r())]
+    if choice == 3:
+        return [(draw(st.sampled_from(["MOVE", "NOT", "NEG"])), r(), r())]
+    if choice == 4:
+        return [("NEWTABLE", r())]
+    if choice == 5:
+        return [("LOADNIL", r())] if draw(st.booleans()) else [("LOADBOOL", r(), draw(st.integers(0, 1)))]
+    if choice == 6:
+        box = draw(st.sampled_from(_BOXES))
+        return [draw(st.sampled_from([("NEWBOX", box), ("GETBOX", r(), box), ("SETBOX", box, r())]))]
+    if choice == 7:
+        b = draw(st.sampled_from(BUILTINS))
+        hi = 3 if b.max_args == VARIADIC else b.max_args
+        n = draw(st.integers(b.min_args, min(hi, 3)))
+        return [("CALLB", r(), b.id, draw(st.integers(0, 5 - n + 1 if n else 5)), n)]
+    if choice == 8:
+        return [("EVAR", r(), draw(st.integers(0, len(EVENT_VARS) - 1)))]
+    if choice == 9:
+        return [("EFIELD", r(), K("s"))]
+    if choice == 10:
+        return [("CLOSURE", r(), 1)]
+    if choice == 11:
+        callee = draw(st.integers(0, 4))
+        return [("CLOSURE", callee, 1), ("CALL", r(), callee, draw(st.integers(0, 5 - callee - 0)))]
+    if choice == 12:
+        return [("CLOSURE", 0, 1), ("REGISTER", draw(st.integers(0, 1)), 0)]
+    if choice == 13 and in_loop:
+        return [("BREAK",)]
+    if choice == 14:
+        return [("RETURN", r())]
+    if choice == 15:
+        return [("CLOSURE", 0, 1), ("TAILCALL", 0, draw(st.integers(0, 5)))]
+    return [("LOADK", r(), K(1))]
+
+
+def _block(draw, depth: int, loops: int, main: bool) -> list[tuple]:
+    code: list[tuple] = []
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.integers(0, 9)) if depth < 4 else 9
+        if kind == 0:
+            code += [("IF", draw(_PLAIN)), *_block(draw, depth + 1, loops, main)]
+            if draw(st.booleans()):
+                code += [("ELSE",), *_block(draw, depth + 1, loops, main)]
+            code += [("END",)]
+        elif kind == 1:
+            code += [("LOOP",), *_block(draw, depth + 1, loops + 1, main), ("BREAK",), ("END",)]
+        elif kind == 2:
+            a, b, c, d = (draw(_PLAIN) for _ in range(4))
+            code += [("LOADK", b, K(1)), ("LOADK", c, K(draw(st.integers(-3, 30)))),
+                     ("LOADK", d, K(draw(st.sampled_from([1, 2, -1])))),
+                     ("FORNUM", a, b, c, d), *_block(draw, depth + 1, loops + 1, main), ("END",)]
+        elif kind == 3:
+            t = draw(_PLAIN)
+            code += [("NEWTABLE", t), ("LOADK", 0, K(1)), ("SETTABLE", t, 0, 0),
+                     ("FORPAIRS", draw(_PLAIN), draw(_PLAIN), t),
+                     *_block(draw, depth + 1, loops + 1, main), ("END",)]
+        else:
+            code += _flat(draw, loops > 0, main)
+    return code
+
+
+@st.composite
+def well_formed(draw):
+    child = fn([*_block(draw, 1, 0, False), ("GETUPVAL", 0, 0), ("RETURN", 0)], nparams=2,
+               nregs=_NREGS, upvalues=[(0, 6, "up")], name="child")
+    main = main_fn([*_block(draw, 1, 0, True), ("RETURN0",)], nregs=_NREGS, boxed=_BOXES)
+    return prog(main, child, probes=[TRACE, END])
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(well_formed())
+def test_well_formed_programs_verify_and_run_cleanly(program):
+    exercise(verify(program))
