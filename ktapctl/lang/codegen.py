@@ -543,10 +543,12 @@ class CodeGen:
             if home is not None:
                 self.emit(op.ADD, home, home, self.exp_any(s.value))
             else:
-                reg = self.alloc()
-                self.read_var(var, reg)
+                # The value first, then the variable: the same order as for a
+                # plain local and for t[k] += v (ADDTABLE reads the entry last).
                 value = self.exp_any(s.value)
+                reg = self.alloc()
                 self.at(s)
+                self.read_var(var, reg)
                 self.emit(op.ADD, reg, reg, value)
                 self.write_var(var, reg)
             return
