@@ -221,7 +221,7 @@ def one_bad_operand(draw):
         position = draw(st.sampled_from(choices))
         kind = row.operands[position - 1]
         size = f.nregs if kind in "rw" else len(f.constants)
-        ins[position] = size + draw(st.integers(0, 1000))
+        ins[position] = size + 1 + draw(st.integers(0, 1000))  # (an empty run may name nregs)
         expect = f"instruction {pc} ({row.name}): "
         expect += f"constant {ins[position]}" if kind == "k" else f"register {ins[position]}"
     code = f.code[:pc] + (tuple(ins),) + f.code[pc + 1:]
