@@ -40,6 +40,17 @@ KIND_PROFILE = "profile"
 TIMER_KINDS = (KIND_TICK, KIND_PROFILE)
 
 
+# Tracepoints declared with __perf_count(x): each hit adds x (a delay in ns)
+# to the perf count instead of 1.  With sample_period 1 the kernel would try
+# to write x samples per hit (and report millions lost), so these are
+# opened with PERF_SAMPLE_PERIOD, which makes it one sample per hit, and
+# their kernel count cannot be used for loss accounting.
+WEIGHTED_TRACEPOINTS = frozenset({
+    "sched:sched_stat_runtime", "sched:sched_stat_wait", "sched:sched_stat_sleep",
+    "sched:sched_stat_iowait", "sched:sched_stat_blocked",
+})
+
+
 @dataclass(frozen=True)
 class EventDesc:
     tag: int  # chosen by the caller, returned untouched on every Event (the probe index)
@@ -49,6 +60,7 @@ class EventDesc:
     layout: EventLayout | None = None  # raw record layout; None for timers
     callchain: bool = False  # samples carry a call chain (stack()/ustack() asked for)
     period_ns: int = 0  # timers: the interval
+    weighted: bool = False  # the kernel adds a weight, not 1, per hit: see WEIGHTED_TRACEPOINTS
 
     @property
     def arg_names(self) -> tuple[str, ...]:
@@ -57,20 +69,22 @@ class EventDesc:
     def to_wire(self) -> dict:
         return {"tag": self.tag, "kind": self.kind, "probename": self.probename,
                 "spec": self.spec, "callchain": self.callchain, "period_ns": self.period_ns,
+                "weighted": self.weighted,
                 "layout": self.layout.to_wire() if self.layout else None}
 
     @classmethod
     def from_wire(cls, doc: dict) -> EventDesc:
         layout = EventLayout.from_wire(doc["layout"]) if doc.get("layout") else None
         return cls(int(doc["tag"]), str(doc["kind"]), str(doc["probename"]), str(doc["spec"]),
-                   layout, bool(doc.get("callchain", False)), int(doc.get("period_ns", 0)))
+                   layout, bool(doc.get("callchain", False)), int(doc.get("period_ns", 0)),
+                   bool(doc.get("weighted", False)))
 
 
 class Target:
     """Worker-side companion of one EventDesc: decoder, argstr renderer, task cache."""
 
     __slots__ = ("desc", "tag", "probename", "decoder", "render", "raw", "callchain",
-                 "countable", "fast", "tasks")
+                 "weighted", "countable", "fast", "tasks")
 
     def __init__(self, desc: EventDesc, tasks: TaskCache | None = None):
         self.desc = desc
@@ -80,11 +94,12 @@ class Target:
         self.render = _argstr.renderer(desc.layout) if desc.layout else None
         self.raw = desc.layout is not None
         self.callchain = desc.callchain
+        self.weighted = desc.weighted
         # Tracepoint-like events count one per hit, so their fd's count is
         # the exact number of samples the kernel tried to write.
-        self.countable = desc.kind not in TIMER_KINDS
+        self.countable = desc.kind not in TIMER_KINDS and not desc.weighted
         # Samples the drain loop can take with its one-unpack fast path.
-        self.fast = self.raw and not self.callchain and self.countable
+        self.fast = self.raw and not self.callchain and self.countable  # (so not weighted)
         self.tasks = tasks if tasks is not None else TaskCache()
 
 

@@ -110,19 +110,30 @@ class OpenedEvents:
                 pass
 
     def close(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.fds = []
-        self.slots = []
+        """Close every fd.
+
+        Slow for many tracepoints: closing the last perf event of a
+        tracepoint makes the kernel wait for RCU grace periods under
+        event_mutex (tracepoint_synchronize_unregister), about 40 ms each
+        here, one after the other: ``syscalls:*`` takes ~25 s, ``*:*`` ~90 s,
+        and threads do not help.  Callers on an event loop should run this
+        in a worker thread and not wait for it to answer the client."""
+        fds, self.fds, self.slots = self.fds, [], []
+        for fd in fds:
+            _close_quietly(fd)
 
 
 # Wake the reader once this much is waiting in a ring (the kernel clamps
 # it to the ring size).  Small, because wake-ups are late anyway (see
 # RingSet.wait_limit): waking at every timer tick is the best there is.
 DEFAULT_WAKEUP_BYTES = 16 * 1024
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 class EventOpener:
@@ -164,6 +175,8 @@ class EventOpener:
             sample_type |= abi.PERF_SAMPLE_RAW
         if desc.callchain:
             sample_type |= abi.PERF_SAMPLE_CALLCHAIN
+        if desc.weighted:
+            sample_type |= abi.PERF_SAMPLE_PERIOD
         index = len(self.opened.descs)
         self.opened.descs.append(desc)
         pid = -1 if self.pid is None or system_wide else self.pid
@@ -441,6 +454,8 @@ class RingSet:
             handler(Event(target, bytes(buf[pos:pos + rsize]), _FAST_SIZE))
             return 1
         p = pos + _SAMPLE_HEAD_SIZE
+        if target.weighted:
+            p += 8  # PERF_SAMPLE_PERIOD
         chain = None
         if target.callchain:
             nr = _U64.unpack_from(buf, p)[0]

@@ -34,6 +34,7 @@ from ktapd.probes.events import (
     KIND_TICK,
     KIND_TRACEPOINT,
     KIND_UPROBE,
+    WEIGHTED_TRACEPOINTS,
     EventDesc,
 )
 from ktapd.probes.formats import EventLayout
@@ -199,8 +200,9 @@ class ProbeSet:
     # --- helpers for the openers ------------------------------------------------
     def _open_tracepoint(self, tag: int, kind: str, probename: str, layout: EventLayout,
                          filter: str | None, callchain: bool) -> EventDesc:
-        desc = EventDesc(tag, kind, probename, f"{layout.system}:{layout.name}", layout,
-                         callchain)
+        spec = f"{layout.system}:{layout.name}"
+        desc = EventDesc(tag, kind, probename, spec, layout, callchain,
+                         weighted=spec in WEIGHTED_TRACEPOINTS)
         self.opener.add(desc, type=abi.PERF_TYPE_TRACEPOINT, config=layout.id, filter=filter)
         return desc
 
