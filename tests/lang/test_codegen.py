@@ -156,11 +156,12 @@ def test_add_assign_and_aggregate():
 
 
 def test_add_assign_on_an_upvalue_is_add_and_store():
+    # the value first, then the variable (see tables/add_assign_order.kp)
     assert code("var n = 0\nfunction f() { n += 1 }", 1) == [
-        "GETUPVAL r0 u0(n)",
-        "LOADK r1 k0(1)",
-        "ADD r0 r0 r1",
-        "SETUPVAL u0(n) r0",
+        "LOADK r0 k0(1)",
+        "GETUPVAL r1 u0(n)",
+        "ADD r1 r1 r0",
+        "SETUPVAL u0(n) r1",
         "RETURN0",
     ]
 
