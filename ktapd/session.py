@@ -329,11 +329,25 @@ class Session:
             elif kind == "running":
                 self.state = RUNNING if self.stop_reason is None else ENDING
                 self.outbox.put(Started(self.id, self.probes))
+            elif kind == "peek":
+                await child.send({"t": "peeked", "text": await self._peek(msg)})
             elif kind == "done":
                 ok = msg.get("ok") is True and refusal is None
                 return ok, str(msg.get("reason", "finished")), refusal
             else:
                 log.warning("session %d: unexpected worker message %r", self.id, kind)
+
+    async def _peek(self, msg: dict) -> str | None:
+        """user_string() for a worker: read a string from a task's memory, if
+        this session may (administrators: any task; others: their own)."""
+        from ktapd.probes import events
+
+        pid, addr, limit = msg.get("pid"), msg.get("addr"), msg.get("limit")
+        if not all(type(v) is int and v > 0 for v in (pid, addr, limit)):
+            return None
+        if not self.admin and _task_uid(pid) != self.owner.uid:
+            return None
+        return events.read_user_string(pid, addr, min(limit, self.limits.string_bytes))
 
     def _relay_records(self, raw: object) -> None:
         if not isinstance(raw, list):
@@ -395,6 +409,17 @@ class Session:
         ]
         notes += [records.Notice(f"skipped {why}") for why in probeset.skipped[:20]]
         self.outbox.put_records(notes)
+
+
+def _task_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def uses_stacks(program: Program) -> bool:

@@ -24,6 +24,7 @@ daemon -> worker:
   probes  opened: OpenedEvents.to_wire() of the fds sent so far
   refuse  message: the probes could not be opened (the session fails)
   stop    the session is stopping (exit, kill, process exited, ...)
+  peeked  text: str|nil: the answer to a peek
 worker -> daemon:
   output      records: [record wire maps] (protocol/records.py)
   registered  probes: [index]: main ran and registered these entries of the
@@ -31,6 +32,9 @@ worker -> daemon:
               verified copy of the program says, never specs from the worker)
   running     probes: count: events are on, handlers run
   lost        reason, count: newly lost (ring overruns)
+  peek        pid, addr, limit: read a string from a traced task's memory
+              (user_string) that the worker user may not read itself; the
+              daemon decides (ktapd/session.py) and answers ``peeked``
   done        ok: bool, reason: "finished" | "exit" | "stopped" | "error",
               lost: {reason: total}
 
@@ -47,8 +51,10 @@ from __future__ import annotations
 
 import array
 import contextlib
+import faulthandler
 import os
 import select
+import signal
 import socket
 import sys
 import traceback
@@ -157,6 +163,7 @@ class Worker:
         self.start = start
         self.batch: list[dict] = []
         self.text: list[str] = []  # untimed text not yet in a record
+        self.deferred: list[dict] = []  # control messages that arrived while waiting for a peek
         self.text_chars = 0
         self.dry_run = bool(start.get("dry_run"))
         self.failed = False  # a run-time error happened: no trace_end
@@ -230,7 +237,14 @@ class Worker:
 
     def trace(self, regs: list) -> str:
         """Probes on until something stops them; returns the done reason."""
+        from ktapd.probes import events
         from ktapd.probes.perf_event import OpenedEvents, RingSet
+
+        # Event.read_user_string() reads through this module-level function;
+        # route it through the daemon when the worker user is not allowed.
+        global _read_locally
+        _read_locally = events.read_user_string
+        events.read_user_string = self.read_user_string
 
         self.flush()
         self.channel.send({"t": "registered", "probes": sorted({r.index for r in regs})})
@@ -265,7 +279,8 @@ class Worker:
                     return
 
         poller = select.poll()
-        poller.register(self.channel.sock, select.POLLIN)
+        control = self.channel.sock.fileno()
+        poller.register(control, select.POLLIN)
         for fd in rings.filenos():
             poller.register(fd, select.POLLIN)
         reason = "finished"
@@ -273,8 +288,10 @@ class Worker:
             rings.enable()
             self.channel.send({"t": "running", "probes": len(opened.fds)})
             while True:
-                ready = poller.poll(POLL_MS)
-                if any(fd == self.channel.sock.fileno() for fd, _ in ready):
+                # Control messages set aside while waiting for a peek are
+                # where poll cannot see them.
+                ready = poller.poll(0 if self.deferred else POLL_MS)
+                if self.deferred or any(fd == control for fd, _ in ready):
                     if self._stop_requested():
                         reason = "stopped"
                         break
@@ -297,10 +314,35 @@ class Worker:
         return reason
 
     def _stop_requested(self) -> bool:
-        while (msg := self.channel.receive(block=False)) is not None:
+        while (msg := self._next_control()) is not None:
             if msg["t"] == "stop":
                 return True
         return False
+
+    def _next_control(self) -> dict | None:
+        if self.deferred:
+            return self.deferred.pop(0)
+        return self.channel.receive(block=False)
+
+    def read_user_string(self, pid: int, addr: int, limit: int) -> str | None:
+        """user_string(): read it here if the worker user may, else ask the daemon.
+
+        The worker runs as an unprivileged user, which may not read other
+        users' processes (process_vm_readv needs ptrace rights)."""
+        text = _read_locally(pid, addr, limit)
+        if text is not None:
+            return text
+        self.channel.send({"t": "peek", "pid": pid, "addr": addr, "limit": limit})
+        while True:
+            msg = self.channel.receive()
+            if msg["t"] == "peeked":
+                # Whole frames that came with the answer: poll will not
+                # report them, so set them aside too.
+                while (payload := self.channel.reader.next_frame()) is not None:
+                    self.deferred.append(unpack(payload))
+                text = msg.get("text")
+                return text if isinstance(text, str) else None
+            self.deferred.append(msg)  # a stop request, seen after this handler
 
     def _report_lost(self, total: int) -> None:
         if total > self.lost_sent:
@@ -315,6 +357,10 @@ class Worker:
 
 def _ignore(_event) -> None:
     pass
+
+
+def _read_locally(pid: int, addr: int, limit: int) -> str | None:
+    return None  # replaced by the probe layer's reader when tracing starts
 
 
 def script_args(argv: list[str]) -> list:
@@ -386,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2 or argv[0] != "--fd":
         print("usage: python -m ktapd.worker --fd N  (started by ktapd)", file=sys.stderr)
         return 2
+    # `kill -USR1 <worker>` prints where it is (for a stuck session).
+    faulthandler.register(signal.SIGUSR1, all_threads=False)
     sock = socket.socket(fileno=int(argv[1]))
     channel = Channel(sock)
     try:

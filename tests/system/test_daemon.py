@@ -253,3 +253,34 @@ def test_events_and_symbols_are_served(ktapd):
     c.send(ListSymbols("/nonexistent/binary", "functions"))
     refusal = c.receive()
     assert isinstance(refusal, ErrorMessage) and refusal.of == "symbols"
+
+
+def test_user_string_reads_another_users_process_through_the_daemon(ktapd):
+    # The worker runs as the worker user and may not read this root-owned
+    # process; the daemon reads for it.  The child keeps the path alive.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; sys.stdin.read(1); p = '/etc/hostname'; os.close(os.open(p, os.O_RDONLY)); "
+            "time.sleep(0.5)",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        c = Client(ktapd.socket_path)
+        c.send(
+            run(
+                'trace syscalls:sys_enter_openat { if (user_string(arg2) == "/etc/hostname") { print("seen") } }',
+                trace_pid=child.pid,
+                workload=True,
+            )
+        )
+        c.until(Started)
+        child.stdin.write(b"x")
+        child.stdin.close()
+        got = c.until(Ended)
+    finally:
+        child.wait(10)
+    assert text(got) == "seen\n"
+    assert got[-1].reason == "process exited"
