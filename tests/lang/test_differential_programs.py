@@ -33,6 +33,10 @@ class Recursion(Exception):
     business, so such programs are not compared."""
 
 
+class Broke(Exception):
+    pass
+
+
 class Returned(Exception):
     def __init__(self, value):
         self.value = value
@@ -144,8 +148,20 @@ class Model:
             i = start
             while (i <= stop) if step > 0 else (i >= stop):
                 self.step()
-                self.block(s.body.stats, env + [{s.var.name: Cell(i)}])
+                try:
+                    self.block(s.body.stats, env + [{s.var.name: Cell(i)}])
+                except Broke:
+                    break
                 i += step
+        elif isinstance(s, ast.While):
+            while truthy(self.eval(s.test, env)):
+                self.step()
+                try:
+                    self.block(s.body.stats, env)
+                except Broke:
+                    break
+        elif isinstance(s, ast.Break):
+            raise Broke
         elif isinstance(s, ast.Return):
             raise Returned(None if s.value is None else self.eval(s.value, env))
         elif isinstance(s, ast.LocalFunction):
@@ -281,6 +297,11 @@ stats = st.recursive(
             lambda p: f"for ({p[0]} = 1, {p[1]}) {{ {'; '.join(p[2])} }}"),
         st.tuples(names, st.lists(inner, max_size=3)).map(
             lambda p: f"g = function() {{ {'; '.join(p[1])}; return {p[0]} }}"),
+        st.tuples(exprs, st.lists(inner, max_size=3)).map(
+            lambda p: f"var w = 0; while (w < 3) {{ w += 1; if ({p[0]}) {{ break }} "
+                      f"{'; '.join(p[1])} }}"),
+        st.tuples(names, exprs, st.lists(inner, max_size=3)).map(
+            lambda p: f"for ({p[0]} = 3, 1, -1) {{ if ({p[1]}) {{ break }} {'; '.join(p[2])} }}"),
     ),
     max_leaves=8,
 )
