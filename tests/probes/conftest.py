@@ -32,6 +32,7 @@ CTARGET_SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,11 +90,28 @@ int main(int argc, char **argv) {
       KTAP_SDT2(ktaptest, tick, i, i * 1000);
     }
     total += ktap_sub(5, 3) + other_fn(1);
+  } else if (!strcmp(mode, "fork-getppid")) {  /* like wait-getppid, from a child process */
+    printf("%d\n", getpid());
+    fflush(stdout);
+    wait_go();
+    pid_t child = fork();
+    if (child == 0) {
+      for (long i = 0; i < n; i++) syscall(SYS_getppid);
+      _exit(0);
+    }
+    waitpid(child, NULL, 0);
   } else if (!strcmp(mode, "wait-getppid")) {  /* attach first, then N getppid, then exit */
     printf("%d\n", getpid());
     fflush(stdout);
     wait_go();
     for (long i = 0; i < n; i++) syscall(SYS_getppid);
+  } else if (!strcmp(mode, "wait-open")) {  /* print pid, wait, open argv[2], wait, exit */
+    printf("%d\n", getpid());
+    fflush(stdout);
+    wait_go();
+    int fd = openat(AT_FDCWD, argv[2], O_RDONLY);
+    if (fd >= 0) close(fd);
+    wait_go();
   } else if (!strcmp(mode, "open")) {    /* open argv[2] once; with argv[3], then wait */
     int fd = openat(AT_FDCWD, argv[2], O_RDONLY);
     if (fd >= 0) close(fd);
