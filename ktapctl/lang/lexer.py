@@ -171,7 +171,9 @@ class Lexer:
     # --- main loop -------------------------------------------------------
     def __iter__(self) -> Iterator[Token]:
         text = self.text
-        if text.startswith("#!"):
+        if text.startswith("\ufeff"):  # a UTF-8 byte order mark, as ktap skipped it
+            self.pos = self.line_start = 1
+        if text.startswith("#!", self.pos):
             self._skip_line()
         while True:
             self._skip_space_and_comments()

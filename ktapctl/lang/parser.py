@@ -230,6 +230,9 @@ def _explain(exc, tokens, text: str) -> Diagnostic:
     hint = _hint(tok, before, text)
     if hint:
         return Diagnostic(hint, span)
+    if tok.type in ("EVENTVAR", "_ARGS") and "NAME" in expected and "NUMBER" not in expected:
+        return Diagnostic(f"'{tok.value}' is a built-in variable: it cannot be declared or "
+                          "assigned", span)
     if "_RPAR" in expected and _open_paren_owner(before) in _CONDITION_KEYWORDS:
         return Diagnostic(f"expected ')' after condition, found {_describe(tok)}", span)
     if "_LPAR" in expected and before and before[-1].type in _CONDITION_KEYWORDS:
