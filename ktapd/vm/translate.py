@@ -569,31 +569,28 @@ def _break(t):
 
 
 def _call(t, a, b, n):
-    t.emit(f"_f = r{b}")
-    t.emit("if _f.__class__ is not _F: _notfn(_f)")
+    t.emit(f"if r{b}.__class__ is not _F: _notfn(r{b})")
     t.emit("D += 1")
     t.emit(f"if D > {t.dmax}: _overflow()")
     t.step()
     t.sync_budget()
-    t.emit(f"_v = _f({''.join(f'{t.reg(r)}, ' for r in range(b + 1, b + 1 + n))})")
-    t.emit("while _v.__class__ is _Tail:")
+    t.emit(f"r{a} = r{b}({''.join(f'{t.reg(r)}, ' for r in range(b + 1, b + 1 + n))})")
+    t.emit(f"while r{a}.__class__ is _Tail:")
     t.depth += 1
     t.emit("S -= 1")
     t.emit("if S < 0: _budget()")
-    t.emit("_v = _v.f(*_v.a)")
+    t.emit(f"r{a} = r{a}.f(*r{a}.a)")
     t.depth -= 1
     t.emit("D -= 1")
     if t.budget == "s":
         t.emit("s = S")
-    t.emit(f"r{a} = _v")
     t.wrote(a)
 
 
 def _tailcall(t, a, n):
-    t.emit(f"_f = r{a}")
-    t.emit("if _f.__class__ is not _F: _notfn(_f)")
+    t.emit(f"if r{a}.__class__ is not _F: _notfn(r{a})")
     t.sync_budget()
-    t.emit(f"return _Tail(_f, ({''.join(f'{t.reg(r)}, ' for r in range(a + 1, a + 1 + n))}))")
+    t.emit(f"return _Tail(r{a}, ({''.join(f'{t.reg(r)}, ' for r in range(a + 1, a + 1 + n))}))")
 
 
 def _callb(t, a, ident, c, n):
