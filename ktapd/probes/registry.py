@@ -84,6 +84,14 @@ def classify(spec: str) -> ProbeKind:
                      "ftrace:function)")
 
 
+def list_events(glob: str = "*") -> list[str]:
+    """``-le [GLOB]``: every tracepoint as ``subsys:event`` matching GLOB (a glob
+    on the whole name, or ``SUBSYS:EVENT`` globs); our own dynamic events excluded."""
+    tracefs.ensure_mounted()
+    names = [f"{s}:{e}" for s, e in tracefs.list_events() if not s.startswith(GROUP_PREFIX)]
+    return [n for n in names if fnmatch.fnmatchcase(n, glob)]
+
+
 def cleanup_stale(prefix: str = GROUP_PREFIX) -> list[str]:
     """Remove every dynamic event whose group starts with ``prefix``; returns
     what was removed (``group/name``).  Call at daemon start."""
