@@ -1,8 +1,9 @@
 """Per-invocation cost of VM handlers against plain Python doing the same work.
 
 Run: ``.venv/bin/python bench/vm.py [iterations]``.  Each case is a
-handler assembled by hand (the same bytecode the compiler emits for the
-script shown) and run through ``Machine.run_handler`` with a FakeEvent,
+handler compiled from the script shown (or, without the compiler, the
+same bytecode assembled by hand) and run through ``Machine.run_handler``
+with a FakeEvent,
 next to a plain Python function given the same event that does the same
 work (same dict update, same loop, same formatting).  Both run in the
 same process, interleaved, best of several rounds; the ratio is what
@@ -24,17 +25,32 @@ from ktapd.verifier import verify  # noqa: E402
 from ktapd.vm import FakeEvent, Machine  # noqa: E402
 from protocol.records import Text  # noqa: E402
 
+# The handler scripts, as a user writes them; `var v` is the upvalue the
+# hand-assembled fallback calls "v".
+SCRIPTS = {
+    "count": "var s = {}\ntrace syscalls:sys_enter_openat { s[execname] += 1 }",
+    "counter": "var n = 0\ntrace syscalls:sys_enter_openat { n += 1 }",
+    "loop": "trace syscalls:sys_enter_openat { var x = 0\n for (i = 1, 10) { x += i } }",
+    "printf": "trace syscalls:sys_enter_openat { printf(\"%s %d\\n\", execname, pid) }",
+}
 
-def machine_with_handler(handler_code, upvalue_init):
-    """Main chunk: var v = <init>; trace ... { handler }."""
-    main = main_fn(
-        [("NEWBOX", 1), upvalue_init, ("SETBOX", 1, 2), ("CLOSURE", 3, 1),
-         ("REGISTER", 0, 3), ("RETURN0",)],
-        boxed=(1,),
-    )
-    handler = fn(handler_code, upvalues=[(0, 1, "v")], name="handler")
+
+def machine_with_handler(script, handler_code, upvalue_init):
+    """The compiled script when the compiler is there, else the same
+    handler assembled by hand (main: var v = <init>; trace ... { handler })."""
+    try:
+        from ktapctl.lang import compile_source
+        program = compile_source(SCRIPTS[script], "bench.kp")
+    except ImportError:
+        main = main_fn(
+            [("NEWBOX", 1), upvalue_init, ("SETBOX", 1, 2), ("CLOSURE", 3, 1),
+             ("REGISTER", 0, 3), ("RETURN0",)],
+            boxed=(1,),
+        )
+        handler = fn(handler_code, upvalues=[(0, 1, "v")], name="handler")
+        program = prog(main, handler, probes=[TRACE])
     records = []
-    m = Machine(verify(prog(main, handler, probes=[TRACE])), emit=records.append)
+    m = Machine(verify(program), emit=records.append)
     assert m.run_main(["bench"])
     return m, m.registrations[0], records
 
@@ -42,6 +58,7 @@ def machine_with_handler(handler_code, upvalue_init):
 def case_count_by_execname():
     """s[execname] += 1"""
     m, reg, records = machine_with_handler(
+        "count",
         [("GETUPVAL", 0, 0), ("EVAR", 1, "execname"), ("LOADK", 2, K(1)),
          ("ADDTABLE", 0, 1, 2), ("RETURN0",)],
         ("NEWTABLE", 2))
@@ -56,6 +73,7 @@ def case_count_by_execname():
 def case_counter():
     """n += 1"""
     m, reg, records = machine_with_handler(
+        "counter",
         [("GETUPVAL", 0, 0), ("LOADK", 1, K(1)), ("ADD", 0, 0, 1), ("SETUPVAL", 0, 0),
          ("RETURN0",)],
         ("LOADK", 2, K(0)))
@@ -69,6 +87,7 @@ def case_counter():
 def case_loop10():
     """var x = 0; for (i = 1, 10) { x += i }"""
     m, reg, records = machine_with_handler(
+        "loop",
         [("LOADK", 0, K(0)), ("LOADK", 1, K(1)), ("LOADK", 2, K(10)), ("LOADK", 3, K(1)),
          ("FORNUM", 4, 1, 2, 3), ("ADD", 0, 0, 4), ("END",), ("RETURN0",)],
         ("LOADK", 2, K(0)))
@@ -83,6 +102,7 @@ def case_loop10():
 def case_printf():
     """printf("%s %d\\n", execname, pid)"""
     m, reg, records = machine_with_handler(
+        "printf",
         [("LOADK", 0, K("%s %d\n")), ("EVAR", 1, "execname"), ("EVAR", 2, "pid"),
          ("CALLB", 3, "printf", 0, 3), ("RETURN0",)],
         ("LOADK", 2, K(0)))
