@@ -408,3 +408,39 @@ def test_unprivileged_worker_reads_fds_opened_by_root():
         assert status == 0
     assert result["n"] == n
     assert result["ticks"] >= 1
+
+
+def test_argstr_of_sched_events_matches_trace_pipe(ctarget):
+    """print-fmt rendering (sched_process_fork, sched_process_exit with its ternary,
+    sched_switch with __print_flags) against the kernel's own trace output."""
+    root = tracefs.root()
+    names = ["sched_process_fork", "sched_process_exit", "sched_switch"]
+    proc, pid = _start(ctarget, "fork-getppid", "20000")
+    filt = f"common_pid == {pid}"
+    (root / "trace").write_text("")
+    with registry.ProbeSet(GROUP) as ps:
+        ps.add_trace(0, [f"sched:{n}" for n in names], filter=filt)
+        rs = RingSet(ps.opened, pages=16)
+        rs.enable()
+        for n in names:
+            (root / f"events/sched/{n}/filter").write_text(filt)
+            (root / f"events/sched/{n}/enable").write_text("1")
+        (root / "tracing_on").write_text("1")
+        try:
+            _go(proc)
+            proc.wait()
+        finally:
+            (root / "tracing_on").write_text("0")
+            for n in names:
+                (root / f"events/sched/{n}/enable").write_text("0")
+                (root / f"events/sched/{n}/filter").write_text("0")
+        seen: list = []
+        rs.finish(seen.append)
+        rs.close()
+    trace = (root / "trace").read_text()
+    (root / "trace").write_text("")
+    kernel = [line.split(": ", 2)[2].strip() for line in trace.splitlines()
+              if any(f": {n}: " in line for n in names)]
+    ours = [e.argstr for e in sorted(seen, key=lambda e: e.time_ns)]
+    assert {e.probename for e in seen} >= {"sched_process_fork", "sched_process_exit"}
+    assert ours == kernel
