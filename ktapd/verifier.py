@@ -161,6 +161,13 @@ def _check_probe(index: int, probe: object) -> None:
                                      or len(probe.filter) > limits.MAX_SPEC_LENGTH):
         raise VerifyError(f"{where}: the filter must be a string of at most "
                           f"{limits.MAX_SPEC_LENGTH} characters")
+    # Specs and filters end up in tracefs writes (uprobe_events, filter
+    # files) where a newline starts a new command: no control characters
+    # (a tab is only a separator there).
+    for text in (*events, probe.filter or ""):
+        if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text):
+            raise VerifyError(f"{where}: event specs and filters may not contain control "
+                              "characters")
     if kind == PROBE_TRACE and not events:
         raise VerifyError(f"{where}: a trace probe needs at least one event")
     if kind != PROBE_TRACE and (events or probe.filter is not None):

@@ -151,6 +151,8 @@ def test_empty_call_run_may_point_past_the_last_register():
     (Probe(kind="bogus"), "unknown probe kind"),
     (Probe(kind="trace", events=("",)), "non-empty string"),
     (Probe(kind="tick", events=("x:y",), period_ns=1), "takes no events"),
+    (Probe(kind="trace", events=("probe:/bin/sh:main\n-:x",)), "control characters"),
+    (Probe(kind="trace", events=("sched:*",), filter="pid == 1\x00"), "control characters"),
 ])
 def test_bad_probes(probe, message):
     refused(prog(main_fn([RET]), probes=[probe]), message)
