@@ -18,10 +18,13 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from ktapctl.lang.diagnostics import CompileError, Diagnostic, Span
 from protocol import limits
-from protocol.bytecode.program import Program
+
+if TYPE_CHECKING:  # importing the bytecode package costs msgpack; compiling needs it anyway
+    from protocol.bytecode.program import Program
 
 __all__ = ["CompileError", "Diagnostic", "Span", "compile_source", "parse"]
 
