@@ -16,6 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ktapd.verifier import MAX_PROGRAM_INSTRUCTIONS
 from protocol import limits
 from protocol.bytecode import encoding, opcodes
 from protocol.bytecode.builtins import BUILTINS, EVENT_VARS, VARIADIC
@@ -157,7 +158,10 @@ def render() -> str:
         "enclosing one;",
         "admin-only builtins (`stack`, `ipof`) are refused for ordinary users;",
         "probes: known kinds, trace entries with 1.."
-        f"{limits.MAX_EVENTS_PER_PROBE} non-empty specs, timers with a positive period.",
+        f"{limits.MAX_EVENTS_PER_PROBE} non-empty specs, timers with a positive period, no "
+        "control characters other than tab in specs and filters (they become tracefs writes);",
+        f"at most {MAX_PROGRAM_INSTRUCTIONS} instructions in the whole program (each becomes "
+        "Python source when the VM loads it).",
     ):
         add(f"- {rule}")
     add("")
