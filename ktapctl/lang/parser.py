@@ -26,7 +26,7 @@ import lark
 
 from ktapctl.lang import ast
 from ktapctl.lang.diagnostics import Diagnostic, Span
-from ktapctl.lang.lexer import TOKEN_TEXT, Lexer, LexError, parse_number
+from ktapctl.lang.lexer import TOKEN_TEXT, Lexer, LexError, normalize_newlines, parse_number
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
@@ -75,6 +75,7 @@ def _later_syntax_errors(source: str, first: Diagnostic) -> list[Diagnostic]:
     """Errors after the first one, found by parsing again from the next
     top-level statement.  Only where braces balance up to that statement,
     so a missing '}' gives one error, not a cascade."""
+    source = normalize_newlines(source)  # offsets below are in the lexer's text
     found: list[Diagnostic] = []
     after = (first.span.line, first.span.col)
     while len(found) < _MAX_SYNTAX_ERRORS - 1:
@@ -82,7 +83,7 @@ def _later_syntax_errors(source: str, first: Diagnostic) -> list[Diagnostic]:
         if offset is None:
             break
         # Blank out what came before, keeping newlines, so positions stay right.
-        rest = "".join(c if c == "\n" else " " for c in source[:offset]) + source[offset:]
+        rest = "".join(c if c in "\n\ufeff" else " " for c in source[:offset]) + source[offset:]
         _, error = _parse_tree(rest)
         if error is None:
             break

@@ -159,3 +159,10 @@ def test_unexpected_brace_inside_a_call():
     with pytest.raises(CompileError) as info:
         compile_source("function f() {\n print(1\n}", "t.kp")
     assert info.value.diagnostics[0].message == "unexpected '}'; expected ')'"
+
+
+def test_later_syntax_errors_keep_their_positions_with_crlf():
+    source = "if x { }\r\nvar y = 1\r\nwhile z { }\r\n"
+    with pytest.raises(CompileError) as info:
+        compile_source(source, "t.kp")
+    assert [(d.span.line, d.span.col) for d in info.value.diagnostics] == [(1, 4), (3, 7)]
