@@ -32,6 +32,8 @@ SCRIPTS = {
     "counter": "var n = 0\ntrace syscalls:sys_enter_openat { n += 1 }",
     "loop": "trace syscalls:sys_enter_openat { var x = 0\n for (i = 1, 10) { x += i } }",
     "printf": "trace syscalls:sys_enter_openat { printf(\"%s %d\\n\", execname, pid) }",
+    "call": "var n = 0\nfunction inc(x) { return x + 1 }\n"
+            "trace syscalls:sys_enter_openat { n = inc(n) }",
 }
 
 
@@ -116,10 +118,29 @@ def case_printf():
     return m, reg, plain, records
 
 
+def case_call():
+    """n = inc(n)  (a script function call)"""
+    m, reg, records = machine_with_handler("call", None, None)
+    n = [0]
+
+    def inc(x):
+        return x + 1
+
+    def plain(ev):
+        n[0] = inc(n[0])
+    return m, reg, plain, records
+
+
 def measure(iterations: int, rounds: int = 25) -> None:
     event = FakeEvent(execname="bash", pid=1234)
     print(f"{'handler':40s} {'vm ns':>8s} {'plain ns':>9s} {'ratio':>6s}")
-    for case in (case_count_by_execname, case_counter, case_loop10, case_printf):
+    cases = [case_count_by_execname, case_counter, case_loop10, case_printf]
+    try:
+        import ktapctl.lang  # noqa: F401 - the call case has no hand-assembled fallback
+        cases.append(case_call)
+    except ImportError:
+        pass
+    for case in cases:
         m, reg, plain, records = case()
         run = m.run_handler
         best_vm = best_plain = float("inf")
