@@ -280,7 +280,7 @@ class Event:
         ips = self._split_chain()[1]
         if not ips:
             return []
-        sym = symbols.UserSymbolizer(self.tgid)
+        sym = symbols.user_symbolizer(self.tgid)
         return [sym.symbol(ip) for ip in ips]
 
     def read_user_string(self, addr: int, limit: int) -> str | None:

@@ -231,8 +231,8 @@ def _open_tracepoints(ps: ProbeSet, tag, spec, filter, callchain) -> list[EventD
         raise ProbeError(f"no tracepoint matches {spec!r}")
     descs = []
     for sys_name, ev_name in matches:
-        if globbed and sys_name in ("ftrace", ps.group) or sys_name.startswith(GROUP_PREFIX):
-            continue  # ftrace's internal events and other sessions' probes are not for globs
+        if sys_name.startswith(GROUP_PREFIX) or (globbed and sys_name == "ftrace"):
+            continue  # sessions' own dynamic events, and ftrace's internal ones for globs
         try:
             layout = tracefs.read_layout(sys_name, ev_name)
             descs.append(ps._open_tracepoint(tag, KIND_TRACEPOINT, ev_name, layout, filter,

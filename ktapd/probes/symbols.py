@@ -15,6 +15,7 @@ This module must not open perf events or write anything; it only reads
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass
 
 from ktapd.probes import uprobe
@@ -54,6 +55,13 @@ def _kallsyms() -> _Table:
             pass
         _kernel = _Table(entries)
     return _kernel
+
+
+def preload_kernel() -> int:
+    """Read /proc/kallsyms now; returns the number of symbols.  A worker must
+    call this before it drops privileges: with perf_event_paranoid >= 2 an
+    unprivileged reader sees every address as 0."""
+    return len(_kallsyms().starts)
 
 
 def kernel_symbol(addr: int) -> str:
@@ -102,6 +110,23 @@ def _file_table(path: str) -> _Table:
             _elf_tables.clear()
         table = _elf_tables[path] = _Table(entries)
     return table
+
+
+_symbolizers: dict[int, tuple[float, UserSymbolizer]] = {}
+_SYMBOLIZER_TTL = 2.0  # seconds: mappings change (dlopen), but not per event
+
+
+def user_symbolizer(pid: int) -> UserSymbolizer:
+    """A cached UserSymbolizer for ``pid``, re-reading its maps every few seconds."""
+    now = time.monotonic()
+    cached = _symbolizers.get(pid)
+    if cached is not None and now - cached[0] < _SYMBOLIZER_TTL:
+        return cached[1]
+    if len(_symbolizers) > 256:
+        _symbolizers.clear()
+    sym = UserSymbolizer(pid)
+    _symbolizers[pid] = (now, sym)
+    return sym
 
 
 class UserSymbolizer:
