@@ -393,48 +393,55 @@ class RingSet:
         # only the header and identifier and makes an Event of three
         # references; anything else (call chains, timers, side-band records)
         # takes _slow_record, and so does a record wrapping around the end.
+        # A record counts as consumed before its handler runs, so a handler
+        # that raises loses its own event, never replays earlier ones.
         mm, size, mask, base = ring.mm, ring.size, ring.size - 1, _PAGE
         fast_targets = self.fast_targets
         fast_unpack = _FAST_HEAD.unpack_from
         event_cls = Event
-        n = counted = 0
-        tail = ring.tail
-        while True:
-            head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
-            if head == tail:
-                break
-            while tail < head:
-                off = tail & mask
-                span = min(head - tail, size - off)
-                chunk = mm[base + off:base + off + span]
-                pos = 0
-                fast_end = span - _FAST_SIZE
-                while pos < span:
-                    if pos <= fast_end:
-                        rtype, _misc, rsize, ident = fast_unpack(chunk, pos)
-                        if rtype == _SAMPLE and pos + rsize <= span:
-                            target = fast_targets.get(ident)
-                            if target is not None:
-                                counted += 1
-                                handler(event_cls(target, chunk, pos + _FAST_SIZE))
-                                pos += rsize
-                                continue
-                    rsize = _HEADER.unpack_from(chunk, pos)[2]
-                    if pos + rsize > span:
-                        break  # wraps around the ring's end: read from the ring below
-                    n += self._slow_record(chunk, pos, rsize, handler)
-                    pos += rsize
-                tail += pos
-                if pos < span:  # one record straddles the end of the ring
-                    rsize = _HEADER.unpack_from(mm, base + off + pos)[2]
-                    first = size - off - pos
-                    record = mm[base + off + pos:base + size] + mm[base:base + rsize - first]
-                    n += self._slow_record(record, 0, rsize, handler)
-                    tail += rsize
-            # Done with everything up to head: give the space back to the kernel.
+        n = counted = pos = 0
+        tail = chunk_tail = ring.tail
+        try:
+            while True:
+                head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
+                if head == tail:
+                    break
+                while tail < head:
+                    off = tail & mask
+                    span = min(head - tail, size - off)
+                    chunk = mm[base + off:base + off + span]
+                    chunk_tail, pos = tail, 0
+                    fast_end = span - _FAST_SIZE
+                    while pos < span:
+                        if pos <= fast_end:
+                            rtype, _misc, rsize, ident = fast_unpack(chunk, pos)
+                            if rtype == _SAMPLE and pos + rsize <= span:
+                                target = fast_targets.get(ident)
+                                if target is not None:
+                                    counted += 1
+                                    pos += rsize
+                                    handler(event_cls(target, chunk, pos - rsize + _FAST_SIZE))
+                                    continue
+                        rsize = _HEADER.unpack_from(chunk, pos)[2]
+                        if pos + rsize > span:
+                            break  # wraps around the ring's end: read from the ring below
+                        pos += rsize
+                        n += self._slow_record(chunk, pos - rsize, rsize, handler)
+                    tail = chunk_tail + pos
+                    if pos < span:  # one record straddles the end of the ring
+                        rsize = _HEADER.unpack_from(mm, base + off + pos)[2]
+                        first = size - off - pos
+                        record = mm[base + off + pos:base + size] + mm[base:base + rsize - first]
+                        tail += rsize
+                        n += self._slow_record(record, 0, rsize, handler)
+                    chunk_tail, pos = tail, 0
+                # Done with everything up to head: give the space back to the kernel.
+                _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
+        finally:
+            tail = max(tail, chunk_tail + pos)  # a handler raised: keep what was consumed
             _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
-        ring.tail = tail
-        self.counted_seen += counted
+            ring.tail = tail
+            self.counted_seen += counted
         return n + counted
 
     def _slow_record(self, buf, pos: int, rsize: int, handler) -> int:

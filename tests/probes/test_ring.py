@@ -131,3 +131,26 @@ def test_wire_round_trip_of_opened_events():
         pass
     else:
         raise AssertionError("a bad ring owner was accepted")
+
+
+def test_a_raising_handler_loses_only_its_own_event():
+    ring = FakeRing(pages=1, start=0)
+    desc = EventDesc(7, "tracepoint", "sys_enter_getppid", "syscalls:sys_enter_getppid", GETPPID)
+    rs = _ringset(ring, [desc], [1001])
+    raw = struct.pack("<HBBii", 305, 0, 0, 55, 110)
+    for i in range(4):
+        ring.write(_sample(1001, 55, 56, i, 0, raw))
+    seen = []
+
+    def handler(event):
+        if event.time_ns == 1:
+            raise RuntimeError("handler bug")
+        seen.append(event.time_ns)
+    try:
+        rs.drain(handler)
+    except RuntimeError:
+        pass
+    assert seen == [0]
+    rs.drain(handler)
+    assert seen == [0, 2, 3]
+    assert rs.counted_seen == 4
