@@ -38,6 +38,27 @@ CTARGET_SOURCE = r"""
 
 /* What <sys/sdt.h> emits for STAP_PROBE2, written out: a nop at the probe
    site and a .note.stapsdt entry (pc, base, semaphore, provider, name, args). */
+/* A marker guarded by a semaphore, as sdt.h does with -DSDT_USE_SEMAPHORES:
+   the kernel bumps the counter (uprobe ref_ctr_offset) while it is traced. */
+__extension__ unsigned short ktaptest_guarded_semaphore
+    __attribute__((unused)) __attribute__((section(".probes")));
+#define KTAP_SDT_GUARDED()                                                        \
+  __asm__ __volatile__(                                                           \
+      "990: nop\n"                                                                \
+      ".pushsection .note.stapsdt,\"?\",\"note\"\n"                              \
+      ".balign 4\n"                                                               \
+      ".4byte 992f-991f, 994f-993f, 3\n"                                          \
+      "991: .asciz \"stapsdt\"\n"                                                 \
+      "992: .balign 4\n"                                                          \
+      "993: .8byte 990b\n"                                                        \
+      ".8byte _.stapsdt.base\n"                                                   \
+      ".8byte ktaptest_guarded_semaphore\n"                                       \
+      ".asciz \"ktaptest\"\n"                                                     \
+      ".asciz \"guarded\"\n"                                                      \
+      ".asciz \"\"\n"                                                              \
+      "994: .balign 4\n"                                                          \
+      ".popsection\n")
+
 #define KTAP_SDT2(provider, name, a1, a2)                                        \
   __asm__ __volatile__(                                                           \
       "990: nop\n"                                                                \
@@ -105,6 +126,15 @@ int main(int argc, char **argv) {
     fflush(stdout);
     wait_go();
     for (long i = 0; i < n; i++) syscall(SYS_getppid);
+  } else if (!strcmp(mode, "guarded")) {  /* print pid; per "go": print semaphore, fire */
+    printf("%d\n", getpid());
+    fflush(stdout);
+    for (long i = 0; i < n; i++) {
+      wait_go();
+      printf("%d\n", (int)ktaptest_guarded_semaphore);
+      fflush(stdout);
+      if (ktaptest_guarded_semaphore) KTAP_SDT_GUARDED();
+    }
   } else if (!strcmp(mode, "wait-open")) {  /* print pid, wait, open argv[2], wait, exit */
     printf("%d\n", getpid());
     fflush(stdout);

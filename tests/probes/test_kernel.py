@@ -227,7 +227,9 @@ def test_uprobe_unknown_symbol_is_clear(ctarget):
 
 
 def test_sdt_marker_fires_with_arguments(ctarget):
-    assert uprobe.list_markers(ctarget) == [f"sdt:{os.path.realpath(ctarget)}:ktaptest:tick"]
+    real = os.path.realpath(ctarget)
+    assert sorted(uprobe.list_markers(ctarget)) == [f"sdt:{real}:ktaptest:guarded",
+                                            f"sdt:{real}:ktaptest:tick"]
     with registry.ProbeSet(GROUP) as ps:
         descs = ps.add_trace(0, [f"sdt:{ctarget}:tick"])
         assert descs[0].kind == "sdt" and descs[0].probename == "tick"
@@ -238,6 +240,24 @@ def test_sdt_marker_fires_with_arguments(ctarget):
         rs.finish(seen.append)
         rs.close()
     assert [(e.field("arg1"), e.field("arg2")) for e in seen] == [(i, i * 1000) for i in range(4)]
+
+
+def test_sdt_semaphore_is_raised_while_traced(ctarget):
+    """ref_ctr_offset: the kernel increments the marker's semaphore while probed."""
+    proc, _pid = _start(ctarget, "guarded", "2")
+    _go(proc)
+    assert proc.stdout.readline().strip() == "0"
+    with registry.ProbeSet(GROUP) as ps:
+        ps.add_trace(0, [f"sdt:{ctarget}:ktaptest:guarded"])
+        rs = RingSet(ps.opened, pages=8)
+        rs.enable()
+        _go(proc)
+        assert proc.stdout.readline().strip() == "1"
+        proc.wait()
+        seen: list = []
+        rs.finish(seen.append)
+        rs.close()
+    assert [e.probename for e in seen] == ["guarded"]
 
 
 def test_list_functions(ctarget):
