@@ -57,12 +57,13 @@ def prepare_kernel() -> None:
         log.warning("kernel tracing is not available: %s", exc)
 
 
-def open_listener(args: argparse.Namespace, cfg: config.Config) -> socket.socket:
+def open_listener(args: argparse.Namespace, cfg: config.Config) -> tuple[socket.socket, str | None]:
+    """The listening socket, and the path we bound (None: systemd's socket)."""
     fds = _systemd.listen_fds()
     if fds:
-        return socket.socket(fileno=fds[0])
+        return socket.socket(fileno=fds[0]), None
     path = args.socket or str(cfg.socket)
-    return server.bind_socket(path, cfg.socket_mode)
+    return server.bind_socket(path, cfg.socket_mode), path
 
 
 async def serve(
@@ -102,14 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prepare_kernel()
     try:
-        listener = open_listener(args, cfg)
+        listener, bound = open_listener(args, cfg)
     except OSError as exc:
         print(f"ktapd: cannot listen: {exc}", file=sys.stderr)
         return 1
     daemon = server.Daemon(cfg)
-    bound = (
-        listener.getsockname() if not _systemd.SD_LISTEN_FDS_START == listener.fileno() else None
-    )
     try:
         trio.run(serve, daemon, listener)
     finally:
