@@ -65,6 +65,19 @@ def ktapd(kernel):
     print(log)  # shown when the test failed
 
 
+@pytest.fixture
+def stale_probe(kernel):
+    """What a crashed ktapd leaves behind: a uprobe in a ktapd_ group."""
+    from ktapd.probes import tracefs, uprobe
+
+    tracefs.ensure_mounted()
+    real = os.path.realpath(LIBC)
+    uprobe.define("ktapd_99999", "stale", real, uprobe.elf_functions(real)["getppid"], False)
+    yield
+    if ("ktapd_99999", "stale") in uprobe.list_defined("ktapd_99999"):
+        uprobe.remove("ktapd_99999", "stale")
+
+
 class Client:
     def __init__(self, path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
@@ -284,3 +297,12 @@ def test_user_string_reads_another_users_process_through_the_daemon(ktapd):
         child.wait(10)
     assert text(got) == "seen\n"
     assert got[-1].reason == "process exited"
+
+
+def test_start_removes_dynamic_events_left_by_a_crashed_daemon(stale_probe, ktapd):
+    # stale_probe defined ktapd_99999/stale before the daemon started.
+    c = Client(ktapd.socket_path)  # ktapd is up, so its start-up cleanup ran
+    c.send(Status())
+    assert c.receive().of == "status"
+    with open("/sys/kernel/tracing/uprobe_events") as f:
+        assert "ktapd_99999" not in f.read()
