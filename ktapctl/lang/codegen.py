@@ -27,8 +27,10 @@ Lowering rules (see also the opcode docs):
   t[k] += v / <<< v    ADDTABLE / AGGTABLE;  x += v on a variable: ADD + store
   a, b = b, a          all right sides are evaluated before any store
 
-Every function ends with RETURN0.  Format limits from protocol/limits.py
-become compile errors naming the function.
+Integer arithmetic on literals is folded (``1024 * 1024`` is one LOADK),
+except division by zero, which stays a run-time error.  Every function
+ends with RETURN0.  Format limits from protocol/limits.py become compile
+errors naming the function.
 
 This module must not import lark, trio, ktapd or the rest of ktapctl.
 """
@@ -591,6 +593,12 @@ class CodeGen:
         registers, or a local's own register only for expressions that
         write dest last: see _writes_dest_early)."""
         saved = self.fs.freereg
+        if isinstance(e, ast.Binary | ast.Unary):
+            value = fold(e)
+            if value is not None:
+                self.at(e)
+                self.emit(op.LOADK, dest, self.constant(value))
+                return
         getattr(self, "e_" + type(e).__name__)(e, dest)
         self.fs.freereg = saved
 
@@ -706,6 +714,44 @@ class CodeGen:
             self.emit(_SWAPPED[e.op], dest, right, left)
         else:
             self.emit(_ARITH[e.op], dest, left, right)
+
+
+_FOLDABLE = {
+    "add": lambda x, y: x + y,
+    "sub": lambda x, y: x - y,
+    "mul": lambda x, y: x * y,
+    "div": lambda x, y: _c_div(x, y),
+    "mod": lambda x, y: x - _c_div(x, y) * y,
+}
+
+
+def fold(e: ast.Expr) -> int | None:
+    """The value of integer arithmetic on literals (1024 * 1024), wrapped like
+    the VM does; None when e is not such an expression, or when running it
+    must raise an error (division by zero stays a run-time error)."""
+    if isinstance(e, ast.Number):
+        return e.value
+    if isinstance(e, ast.Unary) and e.op == "neg":
+        value = fold(e.operand)
+        return None if value is None else _wrap(-value)
+    if isinstance(e, ast.Binary) and e.op in _FOLDABLE:
+        left = fold(e.left)
+        right = fold(e.right) if left is not None else None
+        if right is None or (right == 0 and e.op in ("div", "mod")):
+            return None
+        return _wrap(_FOLDABLE[e.op](left, right))
+    return None
+
+
+def _c_div(x: int, y: int) -> int:
+    """C division: truncates toward zero."""
+    q = abs(x) // abs(y)
+    return q if (x >= 0) == (y >= 0) else -q
+
+
+def _wrap(n: int) -> int:
+    n &= (1 << 64) - 1
+    return n - (1 << 64) if n >= 1 << 63 else n
 
 
 def _always_true(e: ast.Expr) -> bool:

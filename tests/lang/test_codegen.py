@@ -317,3 +317,19 @@ def test_long_names_are_cut_to_what_the_format_keeps():
     program = compile_ok(f"var {name} = 1\nfunction {name}() {{ return {name} }}")
     assert len(program.functions[1].name) == 256
     assert all(len(u.name) <= 256 for u in program.functions[1].upvalues)
+
+
+def test_integer_arithmetic_on_literals_is_folded():
+    assert code("var a = 1024 * 1024 * 1024\nvar b = -7 / 2\nvar c = -7 % 2\nvar d = -(3 - 5)") == [
+        "LOADK r1 k0(1073741824)",
+        "LOADK r2 k1(-3)",
+        "LOADK r3 k2(-1)",
+        "LOADK r4 k3(2)",
+        "RETURN0",
+    ]
+    # wraps like the VM
+    assert code("var a = 0x7fffffffffffffff + 1")[0] == "LOADK r1 k0(-9223372036854775808)"
+    # division by zero is left for run time (an error there), as is anything with a variable
+    assert code("var a = 1 / 0")[:3] == ["LOADK r1 k0(1)", "LOADK r2 k1(0)", "DIV r1 r1 r2"]
+    lines = code("var x = 2\nvar a = x * 3")
+    assert "MUL r2 r1 r3" in lines
