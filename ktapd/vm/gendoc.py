@@ -165,6 +165,29 @@ def render() -> str:
     ):
         add(f"- {rule}")
     add("")
+    add("## How the VM runs it (ktapd/vm)")
+    add("")
+    for rule in (
+        "each verified function becomes a Python function built from fixed templates "
+        "(registers are locals, constants travel in the namespace, identifiers are made from "
+        "integers) and is compiled once when the session loads the program;",
+        "numbers are int64 and wrap; `/` truncates, `%` is C's remainder, a zero divisor is "
+        "\"divide 0\"; booleans are never numbers (also as table keys); ordering is for "
+        "numbers only;",
+        "the string limit counts characters (code points);",
+        "a step is one loop pass or one call (tail calls included); copying or sorting a "
+        "table (the pairs() snapshot, print_hist) also costs one step per 16 entries; "
+        "handlers get `handler_steps`, the main chunk and trace_end `main_steps`; "
+        "non-tail calls nest at most `call_depth` deep;",
+        "a run-time error becomes one Error record naming the script line, and the machine "
+        "runs nothing more (trace_end included); after exit() handlers stop, trace_end runs;",
+        "print/printf/ansi output of one invocation travels as one Text record (histograms "
+        "flush it first, to keep order); with -T it carries the event time;",
+        "stack() values are table keys by their frames; print_hist shows them frame per line "
+        "(`stack_keys`); argstr used as a key is its text.",
+    ):
+        add(f"- {rule}")
+    add("")
     return "\n".join(out)
 
 
