@@ -524,12 +524,15 @@ class RingSet:
         return n
 
     def close(self) -> None:
+        """Unmap the rings and close the event fds (idempotent: in-process, the
+        OpenedEvents is shared with the opener and closes its fds once)."""
         for ring in self.rings:
             ring.close()
         self.rings = []
-        for fd, _target in self.timers:
+        for fd, _target in getattr(self, "timers", ()):
             os.close(fd)
         self.timers = []
+        self.opened.close()
 
 
 MAX_TICK_BURST = 16

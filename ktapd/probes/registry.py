@@ -189,15 +189,24 @@ class ProbeSet:
     def enable(self) -> None:
         self.opened.enable()
 
-    def close(self) -> None:
-        """Close every fd and remove this set's dynamic events (idempotent)."""
+    def close(self) -> list[str]:
+        """Close every fd and remove this set's dynamic events (idempotent).
+
+        A dynamic event stays busy while any process still holds one of its
+        fds or ring mappings (the worker): the kernel then refuses to remove
+        it.  Those are returned (``group/name``) and kept; call close()
+        again, or ``cleanup_stale(group)``, once the worker is gone."""
         self.opener.close()
+        busy = []
         for control, name in reversed(self._dynamic):
             try:
                 tracefs.append_line(control, f"-:{self.group}/{name}")
+            except FileNotFoundError:
+                pass  # already gone
             except OSError:
-                pass
-        self._dynamic.clear()
+                busy.append((control, name))
+        self._dynamic = list(reversed(busy))
+        return [f"{self.group}/{name}" for _control, name in busy]
 
     def __enter__(self) -> ProbeSet:
         return self

@@ -25,6 +25,9 @@ _root_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root_conftest)
 require_kernel = _root_conftest.require_kernel
 
+# Every dynamic-event group these tests create starts with this.
+OUR_GROUP_PREFIX = f"ktapd_t{os.getpid()}"
+
 CTARGET_SOURCE = r"""
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -201,5 +204,6 @@ def no_leftover_dynamic_events():
         return
     from ktapd.probes import uprobe
 
-    left = uprobe.list_defined("ktapd_")
+    # Only our own groups: other test runs on this machine may hold theirs.
+    left = uprobe.list_defined(OUR_GROUP_PREFIX)
     assert not left, f"dynamic events left behind in uprobe_events: {left}"
