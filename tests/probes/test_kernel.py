@@ -65,8 +65,11 @@ def test_getppid_exact_count_per_task():
 
 
 def test_filter_is_applied_in_the_kernel():
+    from protocol.bytecode.program import Probe
+
     with registry.ProbeSet(GROUP, pid=os.getpid()) as ps:
-        ps.add_trace(0, ["syscalls:sys_enter_close"], filter="fd == 1234")
+        ps.add_probe(0, Probe(kind="trace", events=("syscalls:sys_enter_close",),
+                              filter="fd == 1234"))
         rs = RingSet(ps.opened, pages=8)
         rs.enable()
         for fd in (1234, 1235, 1234, 99, 1234):
@@ -268,8 +271,10 @@ def test_list_functions(ctarget):
 
 
 def test_tick_fires_about_ten_times_a_second():
+    from protocol.bytecode.program import Probe
+
     with registry.ProbeSet(GROUP) as ps:
-        descs = ps.add_timer(5, "tick", 100_000_000)
+        descs = ps.add_probe(5, Probe(kind="tick", period_ns=100_000_000))
         assert descs[0].probename == "tick-100ms"
         rs = RingSet(ps.opened, pages=8)
         rs.enable()
