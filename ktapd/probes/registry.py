@@ -186,8 +186,8 @@ class ProbeSet:
         return []
 
     # --- lifecycle --------------------------------------------------------------
-    def enable(self) -> None:
-        self.opened.enable()
+    # (Events start disabled; the reader's RingSet.enable() turns them on and
+    # arms the tick timers, after its rings are mapped.)
 
     def close(self) -> list[str]:
         """Close every fd and remove this set's dynamic events (idempotent).
