@@ -161,10 +161,10 @@ def main() -> None:
         # the scheduler sometimes stacks them and the run measures CFS
         # latency, not the drain loop (both modes get the same placement).
         os.sched_setaffinity(0, {CONSUMER_CPU})
-    rates = [250_000, 500_000, 625_000, 750_000, 875_000, 1_000_000, 1_125_000, 1_250_000,
-             1_500_000]
+    rates = [250_000, 500_000, 750_000, 1_000_000, 1_125_000, 1_250_000, 1_375_000, 1_500_000,
+             1_750_000, 2_000_000]
     if args.quick:
-        rates = [500_000, 1_000_000, 1_500_000]
+        rates = [500_000, 1_000_000, 1_500_000, 2_000_000]
     modes = ("baseline", "probes")
     with tempfile.TemporaryDirectory() as tmp:
         workload = build_workload(pathlib.Path(tmp))

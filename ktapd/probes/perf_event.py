@@ -247,6 +247,10 @@ _SAMPLE_HEAD_SIZE = 8 + 32
 _FAST = struct.Struct("<IHHQIIQI4xI")
 _FAST_SIZE = _FAST.size
 _FAST_HEAD = struct.Struct("<IHHQ")  # what the drain loop itself reads: header, identifier
+# Copy the ring out in slices of this size: larger ones come from fresh
+# mmap()ed memory every time (glibc's threshold is 128 KiB) and their page
+# faults cost more than the copy.  A record may be up to 64 KiB.
+_CHUNK = 64 * 1024
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LOST = struct.Struct("<QQ")
@@ -386,8 +390,8 @@ class RingSet:
         return n
 
     def _drain_ring(self, ring: Ring, handler) -> int:
-        # The hot loop.  Everything between tail and head (up to the ring's
-        # end) is copied out with one slice; events point into that copy, so
+        # The hot loop.  What lies between tail and head is copied out in
+        # slices of up to _CHUNK bytes; events point into those copies, so
         # the kernel may reuse the ring as soon as the tail moves and no
         # per-event copy is needed.  For a tracepoint sample the loop reads
         # only the header and identifier and makes an Event of three
@@ -408,7 +412,7 @@ class RingSet:
                     break
                 while tail < head:
                     off = tail & mask
-                    span = min(head - tail, size - off)
+                    span = min(head - tail, size - off, _CHUNK)
                     chunk = mm[base + off:base + off + span]
                     chunk_tail, pos = tail, 0
                     fast_end = span - _FAST_SIZE
@@ -424,14 +428,17 @@ class RingSet:
                                     continue
                         rsize = _HEADER.unpack_from(chunk, pos)[2]
                         if pos + rsize > span:
-                            break  # wraps around the ring's end: read from the ring below
+                            break  # runs past the chunk: the next chunk starts with it
                         pos += rsize
                         n += self._slow_record(chunk, pos - rsize, rsize, handler)
                     tail = chunk_tail + pos
-                    if pos < span:  # one record straddles the end of the ring
-                        rsize = _HEADER.unpack_from(mm, base + off + pos)[2]
-                        first = size - off - pos
-                        record = mm[base + off + pos:base + size] + mm[base:base + rsize - first]
+                    if pos == 0:  # a first record that does not fit: it wraps around
+                        # the ring's end (or is larger than a chunk): copy it alone
+                        rsize = _HEADER.unpack_from(mm, base + off)[2]
+                        if off + rsize <= size:
+                            record = mm[base + off:base + off + rsize]
+                        else:
+                            record = mm[base + off:base + size] + mm[base:base + off + rsize - size]
                         tail += rsize
                         n += self._slow_record(record, 0, rsize, handler)
                     chunk_tail, pos = tail, 0

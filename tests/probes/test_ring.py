@@ -154,3 +154,24 @@ def test_a_raising_handler_loses_only_its_own_event():
     rs.drain(handler)
     assert seen == [0, 2, 3]
     assert rs.counted_seen == 4
+
+
+def test_chunk_and_ring_boundaries_split_no_record():
+    """Records of many sizes cross the drain's 64 KiB copy slices and the ring's
+    end; each arrives once, whole, in order."""
+    ring = FakeRing(pages=32, start=32 * PAGE - 3000)  # 128 KiB ring, start near its end
+    desc = EventDesc(7, "tracepoint", "sys_enter_getppid", "syscalls:sys_enter_getppid", GETPPID)
+    rs = _ringset(ring, [desc], [1001])
+    sizes = [12, 60_000, 12, 300, 7_000, 12, 50_000, 4_000, 12] * 2
+    expected = []
+    total_seen = []
+    for i, size in enumerate(sizes):
+        raw = struct.pack("<HBBii", 305, 0, 0, 55, i) + bytes(size - 12)
+        record = _sample(1001, 55, 56, i, 0, raw)
+        if ring.head - ring.tail + len(record) > ring.size:  # full: drain first
+            rs.drain(lambda e: total_seen.append((e.time_ns, e.arg(0))))
+            ring.tail = struct.unpack_from("<Q", ring.mm, abi.MMAP_DATA_TAIL)[0]
+        ring.write(record)
+        expected.append((i, i))
+    rs.drain(lambda e: total_seen.append((e.time_ns, e.arg(0))))
+    assert total_seen == expected
