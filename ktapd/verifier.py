@@ -75,6 +75,10 @@ _ENDS_FUNCTION = (op.RETURN, op.RETURN0, op.TAILCALL)
 # Real scripts are hundreds of instructions; this cap keeps a load to
 # seconds.  (A VM load limit, so it lives here rather than in protocol/limits.py.)
 MAX_PROGRAM_INSTRUCTIONS = 65536
+# The same, by size: every operand and every register a call passes is a
+# name in the generated source (a 64-argument call weighs ~70).  Four per
+# instruction on average keeps the worst program near 0.3 GB and 2 s to load.
+MAX_PROGRAM_WEIGHT = 4 * MAX_PROGRAM_INSTRUCTIONS
 
 
 def verify(program: Program, *, admin: bool = True) -> VerifiedProgram:
@@ -115,8 +119,13 @@ def verify(program: Program, *, admin: bool = True) -> VerifiedProgram:
 
     # creators[f] = (creating function, instruction) of the first CLOSURE of f
     creators: dict[int, tuple[int, int]] = {}
+    weight = 0
     for index, function in enumerate(functions):
-        _FunctionChecker(program, index, function, admin, creators).run()
+        weight += _FunctionChecker(program, index, function, admin, creators).run()
+    if weight > MAX_PROGRAM_WEIGHT:
+        raise VerifyError(f"program is too large for the VM to load (size {weight}, at most "
+                          f"{MAX_PROGRAM_WEIGHT}: instructions weigh their operands and the "
+                          "registers their calls pass)")
 
     parents: list[int | None] = [None] * len(functions)
     for child, (creator, _pc) in creators.items():
@@ -203,7 +212,8 @@ class _FunctionChecker:
             raise VerifyError(f"{self.where}: {message}")
         raise VerifyError(f"{self.where}, instruction {pc} ({name}): {message}")
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Check the function; return its weight (see MAX_PROGRAM_WEIGHT)."""
         f = self.f
         if not isinstance(f.name, str):
             raise VerifyError(f"function {self.index}: the name must be a string")
@@ -253,6 +263,7 @@ class _FunctionChecker:
         if not f.code:
             self.fail("the function has no code (it must end with RETURN)")
         self.check_code()
+        return sum(len(ins) + (ins[-1] if ins[0] in _RUN_OFFSET else 0) for ins in f.code)
 
     def check_code(self) -> None:
         f = self.f

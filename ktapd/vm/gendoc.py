@@ -16,7 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ktapd.verifier import MAX_PROGRAM_INSTRUCTIONS
+from ktapd.verifier import MAX_PROGRAM_INSTRUCTIONS, MAX_PROGRAM_WEIGHT
 from protocol import limits
 from protocol.bytecode import encoding, opcodes
 from protocol.bytecode.builtins import BUILTINS, EVENT_VARS, VARIADIC
@@ -160,8 +160,9 @@ def render() -> str:
         "probes: known kinds, trace entries with 1.."
         f"{limits.MAX_EVENTS_PER_PROBE} non-empty specs, timers with a positive period, no "
         "control characters other than tab in specs and filters (they become tracefs writes);",
-        f"at most {MAX_PROGRAM_INSTRUCTIONS} instructions in the whole program (each becomes "
-        "Python source when the VM loads it).",
+        f"at most {MAX_PROGRAM_INSTRUCTIONS} instructions and a size (operands plus the "
+        f"registers calls pass) of {MAX_PROGRAM_WEIGHT} in the whole program: each becomes "
+        "Python source when the VM loads it.",
     ):
         add(f"- {rule}")
     add("")
@@ -170,7 +171,9 @@ def render() -> str:
     for rule in (
         "each verified function becomes a Python function built from fixed templates "
         "(registers are locals, constants travel in the namespace, identifiers are made from "
-        "integers) and is compiled once when the session loads the program;",
+        "integers) and is compiled once when the session loads the program; programs of more "
+        "than 2048 instructions use one-line forms that call checked helpers, to keep "
+        "loading fast;",
         "numbers are int64 and wrap; `/` truncates, `%` is C's remainder, a zero divisor is "
         "\"divide 0\"; booleans are never numbers (also as table keys); ordering is for "
         "numbers only;",

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from types import FunctionType
 
 from ktapd.verifier import VerifiedProgram
-from ktapd.vm import translate, values
+from ktapd.vm import compact, translate, values
 from ktapd.vm.context import ProcessContext
 from ktapd.vm.library import ExitSignal, Library
 from ktapd.vm.values import KtapError, Table
@@ -204,6 +204,17 @@ _HELPERS = {
     "_nottable": _nottable,
     "_field": _field,
     "_aggadd": _aggadd,
+    "_gett": compact.gettable,
+    "_sett": compact.settable,
+    "_addt": compact.addtable,
+    "_add": compact.add,
+    "_sub": compact.sub,
+    "_mul": compact.mul,
+    "_neg": compact.neg,
+    "_lt": compact.lt,
+    "_le": compact.le,
+    "_i64": compact.int64,
+    "_tail": compact.make_tail(_Tail),
     "len": len,
     "str": str,
     "int": int,
@@ -258,6 +269,7 @@ class Machine:
         ns["_caught"] = self._caught
         ns["_tramp"] = self._trampoline
         ns["M"] = self
+        ns["_call"] = compact.make_call(ns, _Tail, limits.call_depth, _budget, _overflow)
         self._ns = ns
         exec(compile(source.text(), translate.FILENAME, "exec"), ns)  # noqa: S102 - fixed templates
         exec(compile(_DISPATCH, "<ktap-dispatch>", "exec"), ns)  # noqa: S102

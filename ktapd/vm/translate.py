@@ -33,6 +33,7 @@ probes, trio or ktapctl.
 
 from __future__ import annotations
 
+from ktapd.vm import compact
 from protocol import limits as L
 from protocol.bytecode import opcodes as op
 from protocol.bytecode.builtins import BUILTINS, EVENT_VARS
@@ -67,9 +68,13 @@ def translate_program(program: Program, *, string_bytes: int, table_entries: int
                       call_depth: int) -> Source:
     """The whole program as one module's source (call after verify())."""
     src = Source()
+    # A large program gets one line per instruction (compact.py): CPython's
+    # compiler cost grows with the lines of the whole module.
+    size = sum(len(f.code) for f in program.functions)
+    use_compact = size > compact.COMPACT_THRESHOLD
     for index, function in enumerate(program.functions):
         _FunctionTranslator(src, program, index, function, string_bytes, table_entries,
-                            call_depth).run()
+                            call_depth, use_compact).run()
     return src
 
 
@@ -81,7 +86,7 @@ class _FunctionTranslator:
     overflow errors."""
 
     def __init__(self, src: Source, program: Program, index: int, f: Function,
-                 string_bytes: int, table_entries: int, call_depth: int):
+                 string_bytes: int, table_entries: int, call_depth: int, use_compact: bool):
         self.src = src
         self.functions = program.functions
         self.index = index
@@ -98,9 +103,11 @@ class _FunctionTranslator:
         # Registers that only ever receive integers hold an int whenever they
         # are read (they start at 0 instead of nil), so their type tests go.
         self.static_ints = int_registers(f)
+        self.compact = use_compact
         # A function with loops keeps its budget in the local ``s`` (cheaper
         # than the global) and syncs the global ``S`` around calls and returns.
-        self.budget = "s" if any(op.OPCODES[ins[0]].block == op.LOOP_OPENS for ins in f.code) else "S"
+        has_loops = any(op.OPCODES[ins[0]].block == op.LOOP_OPENS for ins in f.code)
+        self.budget = "s" if has_loops and not self.compact else "S"
 
     # --- emission helpers -------------------------------------------------
 
@@ -194,12 +201,14 @@ class _FunctionTranslator:
             # A boxed parameter arrives as a plain value; every other boxed
             # register starts as a fresh cell so GETBOX before NEWBOX is nil.
             self.emit(f"r{r} = [r{r}]" if r < f.nparams else f"r{r} = [None]")
-        self.leaf_open, self.leaf_close, self.leaf_untouched = leaf_loops(f)
+        self.leaf_open, self.leaf_close, self.leaf_untouched = (
+            (frozenset(), frozenset(), frozenset()) if self.compact else leaf_loops(f))
         self.leaf_active: int | None = None  # block depth of the leaf loop we are in
         self.leaf_value = ""  # expression holding that loop's current value
+        templates = _COMPACT_TEMPLATES if self.compact else _TEMPLATES
         for pc, ins in enumerate(f.code):
             self.pc = pc
-            _TEMPLATES[ins[0]](self, *ins[1:])
+            templates[ins[0]](self, *ins[1:])
         self.depth = 1
         self.emit(f"return f{self.index}")
 
@@ -695,3 +704,70 @@ _BY_NAME = {
     "EVAR": _evar, "EFIELD": _efield, "REGISTER": _register,
 }
 _TEMPLATES = tuple(_BY_NAME[row.name] for row in op.OPCODES)  # KeyError: a new opcode needs a template
+
+
+# --- one-line forms for very large functions (see compact.py) -----------------
+
+
+def _c_gettable(t, a, b, c):
+    t.wrote(a)
+    t.emit(f"r{a} = _gett(r{b}, {t.reg(c)})")
+
+
+def _c_settable(t, a, b, c):
+    t.emit(f"_sett(r{a}, {t.reg(b)}, {t.reg(c)}, {t.table_name(a)})")
+
+
+def _c_addtable(t, a, b, c):
+    t.emit(f"_addt(r{a}, {t.reg(b)}, {t.reg(c)}, {t.table_name(a)})")
+
+
+def _c_binary(helper: str, result_is_int: bool):
+    def template(t, a, b, c):
+        t.emit(f"r{a} = {helper}({t.reg(b)}, {t.reg(c)})")
+        t.wrote(a)
+        if result_is_int:
+            t.ints.add(a)
+    return template
+
+
+def _c_neg(t, a, b):
+    t.emit(f"r{a} = _neg({t.reg(b)})")
+    t.wrote(a)
+    t.ints.add(a)
+
+
+def _c_concat(t, a, b, c):
+    t.emit(f"r{a} = _concat(r{b}, r{c}, {t.slim})")
+    t.wrote(a)
+
+
+def _c_call(t, a, b, n):
+    args = "".join(f"{t.reg(r)}, " for r in range(b + 1, b + 1 + n))
+    t.emit(f"r{a} = _call(r{b}, ({args}))")
+    t.wrote(a)
+
+
+def _c_tailcall(t, a, n):
+    args = "".join(f"{t.reg(r)}, " for r in range(a + 1, a + 1 + n))
+    t.emit(f"return _tail(r{a}, ({args}))")
+
+
+def _c_evar(t, a, e):
+    name = EVENT_VARS[e].name
+    if name.startswith("arg") and name != "argstr":
+        t.wrote(a)
+        t.emit(f"r{a} = _i64(E.arg({int(name[3:])}))")
+    else:
+        _evar(t, a, e)
+
+
+_COMPACT_BY_NAME = dict(_BY_NAME)
+_COMPACT_BY_NAME.update({
+    "GETTABLE": _c_gettable, "SETTABLE": _c_settable, "ADDTABLE": _c_addtable,
+    "ADD": _c_binary("_add", True), "SUB": _c_binary("_sub", True),
+    "MUL": _c_binary("_mul", True), "LT": _c_binary("_lt", False),
+    "LE": _c_binary("_le", False), "NEG": _c_neg, "CONCAT": _c_concat,
+    "CALL": _c_call, "TAILCALL": _c_tailcall, "EVAR": _c_evar,
+})
+_COMPACT_TEMPLATES = tuple(_COMPACT_BY_NAME[row.name] for row in op.OPCODES)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from ktap_asm import END, TICK, TRACE, K, fn, main_fn, prog
 
 from ktapd.verifier import VerifiedProgram, VerifyError, verify
-from ktapd.vm import FakeEvent, Machine
+from ktapd.vm import FakeEvent, Machine, compact
 from protocol.bytecode import DecodeError, decode, encode
 from protocol.bytecode.program import Upvalue
 from protocol.limits import RuntimeLimits
@@ -105,7 +105,18 @@ def test_everything_the_compiler_emits_verifies():
 
 
 def exercise(verified: VerifiedProgram) -> None:
-    """Run everything a session would run; only Error records may report trouble."""
+    """Run everything a session would run, with the inline templates and with
+    the one-line forms for huge functions; only Error records may report trouble."""
+    saved = compact.COMPACT_THRESHOLD
+    try:
+        for threshold in (saved, -1):
+            compact.COMPACT_THRESHOLD = threshold
+            _exercise(verified)
+    finally:
+        compact.COMPACT_THRESHOLD = saved
+
+
+def _exercise(verified: VerifiedProgram) -> None:
     records = []
     m = Machine(verified, emit=records.append, limits=SMALL)
     m.run_main(["fuzz.kp", "7", "word"])

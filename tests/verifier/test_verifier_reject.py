@@ -197,3 +197,11 @@ def test_total_program_size_is_capped():
 def test_wrong_python_types_are_refused_not_crashed(field, value, message):
     child = dataclasses.replace(fn([RET], name="c"), **{field: value})
     refused(prog(main_fn([RET]), child), message)
+
+
+def test_total_program_weight_is_capped():
+    from ktapd.verifier import MAX_PROGRAM_WEIGHT
+    calls = MAX_PROGRAM_WEIGHT // (5 + 64) + 1
+    main = main_fn([("CALLB", 0, "print", 1, 64)] * calls + [RET], nregs=66)
+    refused(prog(main), "program is too large for the VM to load")
+    verify(prog(main_fn([("CALLB", 0, "print", 1, 64)] * (calls // 2) + [RET], nregs=66)))
