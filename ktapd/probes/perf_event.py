@@ -251,6 +251,7 @@ _FAST_HEAD = struct.Struct("<IHHQ")  # what the drain loop itself reads: header,
 # mmap()ed memory every time (glibc's threshold is 128 KiB) and their page
 # faults cost more than the copy.  A record may be up to 64 KiB.
 _CHUNK = 64 * 1024
+_RUN_UNPACKERS: dict = {}  # record size -> iter_unpack of (header, identifier) per record
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LOST = struct.Struct("<QQ")
@@ -393,8 +394,9 @@ class RingSet:
         # The hot loop.  What lies between tail and head is copied out in
         # slices of up to _CHUNK bytes; events point into those copies, so
         # the kernel may reuse the ring as soon as the tail moves and no
-        # per-event copy is needed.  For a tracepoint sample the loop reads
-        # only the header and identifier and makes an Event of three
+        # per-event copy is needed.  For tracepoint samples the loop reads
+        # only the header and identifier (with iter_unpack over runs of
+        # same-sized records, the common case) and makes an Event of three
         # references; anything else (call chains, timers, side-band records)
         # takes _slow_record, and so does a record wrapping around the end.
         # A record counts as consumed before its handler runs, so a handler
@@ -403,6 +405,8 @@ class RingSet:
         fast_targets = self.fast_targets
         fast_unpack = _FAST_HEAD.unpack_from
         event_cls = Event
+        runs = _RUN_UNPACKERS
+        new = object.__new__
         n = counted = pos = 0
         tail = chunk_tail = ring.tail
         try:
@@ -414,18 +418,37 @@ class RingSet:
                     off = tail & mask
                     span = min(head - tail, size - off, _CHUNK)
                     chunk = mm[base + off:base + off + span]
+                    view = memoryview(chunk)
                     chunk_tail, pos = tail, 0
                     fast_end = span - _FAST_SIZE
                     while pos < span:
                         if pos <= fast_end:
                             rtype, _misc, rsize, ident = fast_unpack(chunk, pos)
-                            if rtype == _SAMPLE and pos + rsize <= span:
-                                target = fast_targets.get(ident)
-                                if target is not None:
+                            if (rtype == _SAMPLE and pos + rsize <= span
+                                    and ident in fast_targets):
+                                # A run of samples of this size: one iter_unpack
+                                # walks them; it stops at the first record that
+                                # is not one of them (pos then points at it).
+                                run = runs.get(rsize)
+                                if run is None:
+                                    run = runs[rsize] = struct.Struct(
+                                        f"<IHHQ{rsize - 16}x").iter_unpack
+                                run_end = pos + (span - pos) // rsize * rsize
+                                for rtype, _misc, size_, ident in run(view[pos:run_end]):
+                                    if rtype != _SAMPLE or size_ != rsize:
+                                        break
+                                    target = fast_targets.get(ident)
+                                    if target is None:
+                                        break
                                     counted += 1
                                     pos += rsize
-                                    handler(event_cls(target, chunk, pos - rsize + _FAST_SIZE))
-                                    continue
+                                    # (inline: cheaper than calling Event(), measured)
+                                    ev = new(event_cls)
+                                    ev.target = target
+                                    ev.raw = chunk
+                                    ev.start = pos - rsize + _FAST_SIZE
+                                    handler(ev)
+                                continue
                         rsize = _HEADER.unpack_from(chunk, pos)[2]
                         if pos + rsize > span:
                             break  # runs past the chunk: the next chunk starts with it
