@@ -229,11 +229,13 @@ class Client:
             except LocalProtocolError as exc:
                 log.debug("not sent: %s", exc)
                 return False
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return False
+            # Not shielded: a client that stops reading must not keep ktapd
+            # from exiting.  Cancellation only comes when this connection is
+            # being torn down, so a half-sent frame does not matter then.
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
             return True
 
     async def refuse(self, of: str, message: str) -> None:
@@ -284,7 +286,8 @@ class Client:
         if self.daemon.stopping:
             return await self.refuse("run", "ktapd is stopping")
         try:
-            program = decode(run.program)
+            # Programs may be 16 MiB: decode and verify off the event loop.
+            program = await trio.to_thread.run_sync(decode, run.program)
         except DecodeError as exc:
             return await self.refuse("run", f"bad bytecode: {exc}")
         owned = sum(1 for s in self.daemon.sessions.values() if s.owner.uid == self.peer.uid)

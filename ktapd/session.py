@@ -268,6 +268,8 @@ class Session:
                     # Only now: dynamic events cannot be removed while a worker holds their fds.
                     await trio.to_thread.run_sync(self._probeset.close)
                     self._probeset = None
+            # No checkpoint between here and _finish below: nobody sees
+            # `finished` before the state and the outbox say so too.
             self.finished.set()
         if ok:
             # The worker says "finished", "exit" (exit() in the script) or

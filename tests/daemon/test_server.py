@@ -8,13 +8,18 @@ a real worker process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import struct
+import tempfile
 
 import pytest
 import trio
-from daemon_helpers import records_of, run_message, text_of
+from daemon_helpers import RawClient, records_of, run_message, text_of
 
+from ktapd import server
+from ktapd.config import Config
+from ktapd.server import Daemon, bind_socket
 from protocol import records
 from protocol.connection import CLOSED_BY_PEER
 from protocol.messages import (
@@ -322,3 +327,19 @@ async def test_lost_text_is_counted_in_lines(ktapd):
     delivered = text_of(got).count("\n")
     lost = sum(m.count for m in got if isinstance(m, Lost) and m.reason == "output")
     assert lost > 0 and delivered + lost == 1001
+
+
+async def test_shutdown_does_not_wait_forever_for_a_client_that_stops_reading(tmp_path):
+    path = os.path.join(tempfile.mkdtemp(prefix="ktapd-test-"), "d.sock")
+    daemon = Daemon(Config())
+    with trio.fail_after(server.SHUTDOWN_GRACE_S + server.FLUSH_GRACE_S + 10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve, bind_socket(path, 0o600))
+            c = await RawClient.connect(path)
+            await c.send(run_message('for (i = 1, 100000) { print("a long line of output", i) }'))
+            while not daemon.sessions or not next(iter(daemon.sessions.values())).finished.is_set():
+                await trio.sleep(0.05)
+            # We never read: the daemon's pump is stuck sending to us.
+            await daemon.shutdown()
+        # The daemon's serve() returned: nothing waited for us.
+    shutil.rmtree(os.path.dirname(path))
