@@ -23,6 +23,11 @@ import re
 import struct
 from dataclasses import dataclass
 
+# Imported here, not lazily: a worker imports this module (through
+# symbols.py) before it drops privileges and may not read site-packages after.
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
 from ktapd.probes import tracefs
 
 GROUP_PREFIX = "ktapd_"
@@ -40,9 +45,6 @@ _FUNC_TYPES = {"STT_FUNC", "STT_GNU_IFUNC"}
 
 
 def _open_elf(path: str):
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
     try:
         f = open(path, "rb")
     except OSError as exc:
