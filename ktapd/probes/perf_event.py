@@ -1,18 +1,20 @@
 """perf events: opening them (privileged half) and reading their rings (worker half).
 
-Privileged half.  ``EventOpener`` opens one perf event per CPU (or one per
-task for ``-p``/``-- cmd``, with inherit so children count), applies the
-kernel filter with PERF_EVENT_IOC_SET_FILTER, and redirects every event's
-output (PERF_EVENT_IOC_SET_OUTPUT) to one ring-owning event per CPU, so a
-session with 700 syscall events still has one ring per CPU.  The result,
+Privileged half.  ``EventOpener`` opens one perf event per CPU (per task
+and CPU for ``-p``/``-- cmd``, with inherit so children count: the kernel
+will not map an inherited event with cpu -1), disabled, and applies the
+kernel filter with PERF_EVENT_IOC_SET_FILTER.  It picks one ring-owning
+event per CPU; the others will write into that ring, so a session with
+700 syscall events still has one ring per CPU.  The result,
 ``OpenedEvents``, is plain data plus file descriptors: the descs and a
-per-fd (desc index, owns-ring) table travel as msgpack, the fds by
+per-fd (desc index, ring owner) table travel as msgpack, the fds by
 SCM_RIGHTS.  The ring owners also ask for COMM, FORK and EXIT records.
 
-Worker half.  ``RingSet`` mmaps the ring owners (1 + 2^n pages each) and
-drains them: read ``data_head``, parse records up to it (a record may wrap
-around the end of the ring: then it is copied out in two parts), then
-store ``data_tail``.  On x86-64 loads are not reordered with older loads
+Worker half.  ``RingSet`` mmaps the ring owners (1 + 2^n pages each), then
+redirects the other events into them (PERF_EVENT_IOC_SET_OUTPUT needs the
+target already mapped), and drains them: read ``data_head``, parse
+records up to it (a record may wrap around the end of the ring: then it is
+copied out in two parts), then store ``data_tail``.  On x86-64 loads are not reordered with older loads
 and stores are not reordered with older loads, and every Python step is a
 compiler barrier, so "read head, then read records, then write tail" is
 the ordering the perf ABI asks for without explicit fences.
