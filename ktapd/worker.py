@@ -52,7 +52,9 @@ from __future__ import annotations
 import array
 import contextlib
 import faulthandler
+import mmap
 import os
+import resource
 import select
 import signal
 import socket
@@ -69,7 +71,11 @@ RECEIVE_SIZE = 256 * 1024
 MAX_BATCH = 2048  # records per output frame; a handler printing more flushes early
 MAX_TEXT_CHARS = 256 * 1024  # joined text per record (frames stay far below the limit)
 POLL_MS = 100  # upper bound on how long output and stop requests may wait
-RING_PAGES = 64  # data pages per ring (256 KiB): the worker user's mlock budget is shared
+# Data pages per ring: 256 (1 MiB) absorbs bursts at 200k events/s here.
+# Ring memory is locked memory of the worker user: past a small per-user
+# allowance (perf_event_mlock_kb per CPU) it counts against the worker's
+# RLIMIT_MEMLOCK, so many rings (many CPUs) get smaller ones (ring_pages).
+RING_PAGES = 256
 
 
 class WireError(Exception):
@@ -265,7 +271,7 @@ class Worker:
         for reg in regs:
             by_tag.setdefault(reg.index, []).append(reg)
         ticks = {d.tag for d in opened.descs if d.kind == "tick"}
-        rings = RingSet(opened, pages=RING_PAGES)
+        rings = open_rings(RingSet, opened)
         machine = self.machine
 
         def on_event(event) -> None:
@@ -353,6 +359,28 @@ class Worker:
         self.flush()
         lost = {"ring": self.lost_sent} if self.lost_sent else {}
         self.channel.send({"t": "done", "ok": ok, "reason": reason, "lost": lost})
+
+
+def ring_pages(rings: int, memlock_bytes: int) -> int:
+    """The largest power of two <= RING_PAGES whose rings fit in half the memlock limit."""
+    pages = RING_PAGES
+    while pages > 1 and rings * (pages + 1) * mmap.PAGESIZE > memlock_bytes // 2:
+        pages //= 2
+    return pages
+
+
+def open_rings(ring_set, opened):
+    """Map the rings, smaller if the kernel refuses the locked memory."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    limit = soft if soft != resource.RLIM_INFINITY else 1 << 40
+    pages = ring_pages(sum(1 for _index, owns in opened.slots if owns), limit)
+    while True:
+        try:
+            return ring_set(opened, pages=pages)
+        except PermissionError:
+            if pages <= 1:
+                raise
+            pages //= 2
 
 
 def _ignore(_event) -> None:

@@ -247,3 +247,12 @@ def test_users_have_a_session_quota():
     assert policy.decide(USER, policy.Request(policy.RUN, sessions_owned=1), config) is None
     assert "at most 2" in policy.decide(USER, policy.Request(policy.RUN, sessions_owned=2), config)
     assert policy.decide(ROOT, policy.Request(policy.RUN, sessions_owned=99), config) is None
+
+
+def test_ring_size_fits_the_locked_memory_budget():
+    from ktapd.worker import RING_PAGES, ring_pages
+
+    assert ring_pages(2, 8 << 20) == RING_PAGES
+    many = ring_pages(64, 8 << 20)
+    assert 64 * (many + 1) * 4096 <= 4 << 20 and many & (many - 1) == 0
+    assert ring_pages(100_000, 8 << 20) == 1
