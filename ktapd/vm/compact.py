@@ -10,7 +10,7 @@ full checks itself.  Same semantics, slower per instruction, bounded load
 cost (with the verifier's size caps: about 2 s and 0.35 GB at worst).
 
 The call helper needs the program's namespace (it updates the shared step
-budget S and depth D), so the machine makes it with ``make_call``.  Must
+budget S), so the machine makes it with ``make_call``.  Must
 not import the machine, the probes or anything outside the VM's values.
 """
 
@@ -127,22 +127,20 @@ def int64(value: object) -> object:
 def make_call(ns: dict, tail_class: type, call_depth: int, budget_exceeded, stack_overflow):
     """CALL as one function: depth and step accounting, trampoline for tail calls."""
 
-    def call(f: object, args: tuple) -> object:
+    def call(f: object, args: tuple, depth: int) -> object:
         if f.__class__ is not FunctionType:
             not_function(f)
-        depth = ns["D"] = ns["D"] + 1
-        if depth > call_depth:
+        if depth >= call_depth:
             stack_overflow()
         steps = ns["S"] = ns["S"] - 1
         if steps < 0:
             budget_exceeded()
-        result = f(*args)
+        result = f(*args, _depth=depth + 1)
         while result.__class__ is tail_class:
             steps = ns["S"] = ns["S"] - 1
             if steps < 0:
                 budget_exceeded()
-            result = result.f(*result.a)
-        ns["D"] -= 1
+            result = result.f(*result.a, _depth=depth + 1)
         return result
 
     return call

@@ -5,11 +5,13 @@ Theory of operation
 At construction the whole program is translated to Python source
 (translate.py) and compiled once; its namespace holds the fixed helpers
 below, the builtins bound to this machine (``B<id>``), the string
-constants, and three globals the generated code shares:
+constants, and two globals the generated code shares:
 
 ``E``  the current EventContext (a ProcessContext when there is no event)
 ``S``  steps left in the current run's budget (loop passes and calls)
-``D``  current depth of non-tail calls
+
+The depth of non-tail calls travels as each function's keyword-only
+``_depth`` argument (0 for the main chunk and handlers).
 
 Each entry point (run_main, run_handler, run_end) resets these, calls the
 compiled function (run_handler is itself compiled into the namespace from
@@ -260,7 +262,6 @@ class Machine:
         ns["_register"] = self._register
         ns["E"] = self._process
         ns["S"] = 0
-        ns["D"] = 0
         ns["H"] = False  # halted: failed or exit requested
         ns["P"] = self._process
         ns["HSTEPS"] = limits.handler_steps
@@ -350,7 +351,6 @@ class Machine:
         ns = self._ns
         ns["E"] = self._process if event is None else event
         ns["S"] = steps
-        ns["D"] = 0
         return self._call(function, args)
 
     def _call(self, function, args: tuple) -> bool:

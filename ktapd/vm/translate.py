@@ -184,9 +184,11 @@ class _FunctionTranslator:
         self.emit(f"def _mk{self.index}({upvals}):")
         self.depth = 1
         params = "".join(f"r{i}=None, " for i in range(f.nparams))
-        self.emit(f"def f{self.index}({params}*_x):")
+        # _depth: how many non-tail calls deep this call runs (0 for handlers
+        # and the main chunk); a local, so a call costs no global stores.
+        self.emit(f"def f{self.index}({params}*_x, _depth=0):")
         self.depth = 2
-        self.emit("global S, D")
+        self.emit("global S")
         assigned = assigned_first(f)
         nils = [f"r{i}" for i in range(f.nparams, f.nregs)
                 if i not in self.static_ints and i not in assigned]
@@ -579,18 +581,17 @@ def _break(t):
 
 def _call(t, a, b, n):
     t.emit(f"if r{b}.__class__ is not _F: _notfn(r{b})")
-    t.emit("D += 1")
-    t.emit(f"if D > {t.dmax}: _overflow()")
+    t.emit(f"if _depth >= {t.dmax}: _overflow()")
     t.step()
     t.sync_budget()
-    t.emit(f"r{a} = r{b}({''.join(f'{t.reg(r)}, ' for r in range(b + 1, b + 1 + n))})")
+    args = "".join(f"{t.reg(r)}, " for r in range(b + 1, b + 1 + n))
+    t.emit(f"r{a} = r{b}({args}_depth=_depth + 1)")
     t.emit(f"while r{a}.__class__ is _Tail:")
     t.depth += 1
     t.emit("S -= 1")
     t.emit("if S < 0: _budget()")
-    t.emit(f"r{a} = r{a}.f(*r{a}.a)")
+    t.emit(f"r{a} = r{a}.f(*r{a}.a, _depth=_depth + 1)")
     t.depth -= 1
-    t.emit("D -= 1")
     if t.budget == "s":
         t.emit("s = S")
     t.wrote(a)
@@ -744,7 +745,7 @@ def _c_concat(t, a, b, c):
 
 def _c_call(t, a, b, n):
     args = "".join(f"{t.reg(r)}, " for r in range(b + 1, b + 1 + n))
-    t.emit(f"r{a} = _call(r{b}, ({args}))")
+    t.emit(f"r{a} = _call(r{b}, ({args}), _depth)")
     t.wrote(a)
 
 
