@@ -2,7 +2,8 @@
 
 ktapd starts one worker per session (DESIGN decision 6) as
 ``python -m ktapd.worker --fd N`` under ``setpriv --no-new-privs``, with
-one end of a Unix socketpair as fd N.  The worker imports everything it
+one end of a Unix socketpair as fd N.  It starts as root only so that it
+can read the interpreter wherever it is installed; it imports everything it
 will need, then drops to the worker user (setgroups([]), setgid, setuid:
 this also clears every capability) *before* it decodes or runs any
 bytecode.  From then on it can read only what the daemon hands it: the
@@ -22,7 +23,7 @@ daemon -> worker:
           uid, gid (to drop to), print_timestamp, dry_run, verbose (bool)
   fds     n: the number of fds attached
   probes  opened: OpenedEvents.to_wire() of the fds sent so far
-  refuse  message: the probes could not be opened (the session fails)
+  refuse  (no fields) the probes could not be opened: the session fails
   stop    the session is stopping (exit, kill, process exited, ...)
   peeked  text: str|nil: the answer to a peek
 worker -> daemon:
@@ -35,8 +36,7 @@ worker -> daemon:
   peek        pid, addr, limit: read a string from a traced task's memory
               (user_string) that the worker user may not read itself; the
               daemon decides (ktapd/session.py) and answers ``peeked``
-  done        ok: bool, reason: "finished" | "exit" | "stopped" | "error",
-              lost: {reason: total}
+  done        ok: bool, reason: "finished" | "exit" | "stopped" | "error"
 
 The lifecycle follows LANGUAGE.md "Program phases": main chunk ->
 (registered -> probes -> running -> events until stop, exit() or an
@@ -175,7 +175,6 @@ class Worker:
         self.failed = False  # a run-time error happened: no trace_end
         self.stopped = False
         self.lost_sent = 0
-        self.lost_total = 0
 
     # --- output -----------------------------------------------------------------
     def emit(self, record: records.Record) -> None:
@@ -226,7 +225,8 @@ class Worker:
             limits=limits,
             timestamps=bool(self.start.get("print_timestamp")),
         )
-        if not machine.run_main(script_args(self.start.get("argv", []))):
+        # arg[0] the script name, then the words (the VM turns decimal ones into numbers)
+        if not machine.run_main(list(self.start.get("argv", []))):
             return self.done(False, "error")
         regs = machine.registrations  # probes and timers; trace_end handlers are kept apart
         reason = "finished"
@@ -357,8 +357,7 @@ class Worker:
 
     def done(self, ok: bool, reason: str) -> None:
         self.flush()
-        lost = {"ring": self.lost_sent} if self.lost_sent else {}
-        self.channel.send({"t": "done", "ok": ok, "reason": reason, "lost": lost})
+        self.channel.send({"t": "done", "ok": ok, "reason": reason})
 
 
 def ring_pages(rings: int, memlock_bytes: int) -> int:
@@ -389,22 +388,6 @@ def _ignore(_event) -> None:
 
 def _read_locally(pid: int, addr: int, limit: int) -> str | None:
     return None  # replaced by the probe layer's reader when tracing starts
-
-
-def script_args(argv: list[str]) -> list:
-    """ktap's arg table: arg[0] the script name, then words; base-10 integers become numbers."""
-    out: list = []
-    for i, word in enumerate(argv):
-        if i > 0 and _is_decimal(word):
-            out.append(int(word))
-        else:
-            out.append(word)
-    return out
-
-
-def _is_decimal(word: str) -> bool:
-    digits = word[1:] if word[:1] in "+-" else word
-    return digits.isascii() and digits.isdigit()
 
 
 def drop_privileges(uid: int, gid: int) -> None:
