@@ -377,7 +377,9 @@ class Session:
         run = self.run_request
 
         def open_all():
-            ps = ProbeSet(f"ktapd_{self.id}", pid=run.trace_pid, cpu=run.trace_cpu)
+            # The daemon's pid in the group name: an embedded daemon may run
+            # beside the system one, each with its own session 1.
+            ps = ProbeSet(f"ktapd_{os.getpid()}_{self.id}", pid=run.trace_pid, cpu=run.trace_cpu)
             try:
                 for index in indices:
                     descs = ps.add_probe(index, probes[index], callchain)
