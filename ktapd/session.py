@@ -331,25 +331,32 @@ class Session:
             elif kind == "running":
                 self.state = RUNNING if self.stop_reason is None else ENDING
                 self.outbox.put(Started(self.id, self.probes))
-            elif kind == "peek":
-                await child.send({"t": "peeked", "text": await self._peek(msg)})
+            elif kind == "mem":
+                await self._grant_memory(child, msg.get("pid"))
             elif kind == "done":
                 ok = msg.get("ok") is True and refusal is None
                 return ok, str(msg.get("reason", "finished")), refusal
             else:
                 log.warning("session %d: unexpected worker message %r", self.id, kind)
 
-    async def _peek(self, msg: dict) -> str | None:
-        """user_string() for a worker: read a string from a task's memory, if
-        this session may (administrators: any task; others: their own)."""
-        from ktapd.probes import events
-
-        pid, addr, limit = msg.get("pid"), msg.get("addr"), msg.get("limit")
-        if not all(type(v) is int and v > 0 for v in (pid, addr, limit)):
-            return None
-        if not self.admin and _task_uid(pid) != self.owner.uid:
-            return None
-        return events.read_user_string(pid, addr, min(limit, self.limits.string_bytes))
+    async def _grant_memory(self, child: _Worker, pid: object) -> None:
+        """user_string() for a worker: a read-only descriptor of task ``pid``'s
+        memory, if this session may read it (administrators: any task;
+        others: their own).  Permission is checked when /proc/PID/mem is
+        opened, so the worker can read that task and nothing else."""
+        fd = None
+        if type(pid) is int and pid > 0 and (self.admin or _task_uid(pid) == self.owner.uid):
+            try:
+                fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                fd = None
+        try:
+            if fd is not None:
+                await child.send_fds([fd])
+            await child.send({"t": "mem", "pid": pid, "granted": fd is not None})
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _relay_records(self, raw: object) -> None:
         if not isinstance(raw, list):
@@ -374,12 +381,21 @@ class Session:
             await child.send({"t": "refuse"})
             return "worker asked for probes the program does not have"
         callchain = uses_stacks(self.program)
+        # user_string() reads the task's memory when the worker handles the
+        # event; the sooner the better (the string may be gone), so such
+        # sessions wake their worker on every sample, not every 64 KiB.
+        wakeup_bytes = 1 if uses_builtin(self.program, "user_string") else 64 * 1024
         run = self.run_request
 
         def open_all():
             # The daemon's pid in the group name: an embedded daemon may run
             # beside the system one, each with its own session 1.
-            ps = ProbeSet(f"ktapd_{os.getpid()}_{self.id}", pid=run.trace_pid, cpu=run.trace_cpu)
+            ps = ProbeSet(
+                f"ktapd_{os.getpid()}_{self.id}",
+                pid=run.trace_pid,
+                cpu=run.trace_cpu,
+                wakeup_bytes=wakeup_bytes,
+            )
             try:
                 for index in indices:
                     descs = ps.add_probe(index, probes[index], callchain)
@@ -428,7 +444,12 @@ def _task_uid(pid: int) -> int | None:
 
 def uses_stacks(program: Program) -> bool:
     """Whether any function calls stack() or ustack(): then samples carry call chains."""
-    wanted = {builtins.BUILTIN_BY_NAME["stack"].id, builtins.BUILTIN_BY_NAME["ustack"].id}
+    return uses_builtin(program, "stack", "ustack")
+
+
+def uses_builtin(program: Program, *names: str) -> bool:
+    """Whether any function of ``program`` calls one of these builtins."""
+    wanted = {builtins.BUILTIN_BY_NAME[name].id for name in names}
     callb = opcodes.BY_NAME["CALLB"].number
     return any(ins[0] == callb and ins[2] in wanted for f in program.functions for ins in f.code)
 

@@ -25,7 +25,8 @@ daemon -> worker:
   probes  opened: OpenedEvents.to_wire() of the fds sent so far
   refuse  (no fields) the probes could not be opened: the session fails
   stop    the session is stopping (exit, kill, process exited, ...)
-  peeked  text: str|nil: the answer to a peek
+  mem     pid, granted: bool: the answer to ``mem``; when granted, the
+          task's /proc/PID/mem descriptor came on the ``fds`` frame before
 worker -> daemon:
   output      records: [record wire maps] (protocol/records.py)
   registered  probes: [index]: main ran and registered these entries of the
@@ -33,9 +34,9 @@ worker -> daemon:
               verified copy of the program says, never specs from the worker)
   running     probes: count: events are on, handlers run
   lost        reason, count: newly lost (ring overruns)
-  peek        pid, addr, limit: read a string from a traced task's memory
-              (user_string) that the worker user may not read itself; the
-              daemon decides (ktapd/session.py) and answers ``peeked``
+  mem         pid: user_string() needs task pid's memory, which the worker
+              user may not read; the daemon decides (ktapd/session.py),
+              opens /proc/PID/mem read-only and passes the descriptor
   done        ok: bool, reason: "finished" | "exit" | "stopped" | "error"
 
 The lifecycle follows LANGUAGE.md "Program phases": main chunk ->
@@ -169,7 +170,8 @@ class Worker:
         self.start = start
         self.batch: list[dict] = []
         self.text: list[str] = []  # untimed text not yet in a record
-        self.deferred: list[dict] = []  # control messages that arrived while waiting for a peek
+        self.deferred: list[dict] = []  # control messages that arrived while waiting for memory
+        self.memfds: dict[int, int | None] = {}  # pid -> /proc/PID/mem fd, None if refused
         self.text_chars = 0
         self.dry_run = bool(start.get("dry_run"))
         self.failed = False  # a run-time error happened: no trace_end
@@ -247,9 +249,7 @@ class Worker:
         from ktapd.probes.perf_event import OpenedEvents, RingSet
 
         # Event.read_user_string() reads through this module-level function;
-        # route it through the daemon when the worker user is not allowed.
-        global _read_locally
-        _read_locally = events.read_user_string
+        # the worker reads through descriptors the daemon opened instead.
         events.read_user_string = self.read_user_string
 
         self.flush()
@@ -294,8 +294,8 @@ class Worker:
             rings.enable()
             self.channel.send({"t": "running", "probes": len(opened.fds)})
             while True:
-                # Control messages set aside while waiting for a peek are
-                # where poll cannot see them.
+                # Control messages set aside while waiting for a memory
+                # descriptor are where poll cannot see them.
                 ready = poller.poll(0 if self.deferred else POLL_MS)
                 if self.deferred or any(fd == control for fd, _ in ready):
                     if self._stop_requested():
@@ -331,23 +331,44 @@ class Worker:
         return self.channel.receive(block=False)
 
     def read_user_string(self, pid: int, addr: int, limit: int) -> str | None:
-        """user_string(): read it here if the worker user may, else ask the daemon.
+        """user_string(): a NUL-terminated string in task ``pid``'s memory.
 
-        The worker runs as an unprivileged user, which may not read other
-        users' processes (process_vm_readv needs ptrace rights)."""
-        text = _read_locally(pid, addr, limit)
-        if text is not None:
-            return text
-        self.channel.send({"t": "peek", "pid": pid, "addr": addr, "limit": limit})
+        The worker user may not read other users' tasks, so the daemon opens
+        /proc/PID/mem for it (once per task, if the session may read that
+        task) and passes the descriptor; reads are then plain preads here.
+        The open file keeps pointing at that task's memory: once the task
+        is gone, reads fail and the string is nil."""
+        fd = self.memfds.get(pid, _UNASKED)
+        if fd is _UNASKED:
+            fd = self._ask_for_memory(pid)
+        if fd is None:
+            return None
+        text = read_string(fd, addr, limit)
+        if text is None:
+            # The task may be gone (its pid may come back as another task):
+            # ask again next time rather than keep a dead descriptor.
+            os.close(self.memfds.pop(pid))
+        return text
+
+    def _ask_for_memory(self, pid: int) -> int | None:
+        if len(self.memfds) >= MAX_MEMFDS:
+            for old in list(self.memfds)[: MAX_MEMFDS // 4]:  # oldest first (dicts keep order)
+                old_fd = self.memfds.pop(old)
+                if old_fd is not None:
+                    os.close(old_fd)
+        self.channel.send({"t": "mem", "pid": pid})
         while True:
             msg = self.channel.receive()
-            if msg["t"] == "peeked":
+            if msg["t"] == "fds":
+                continue  # the descriptor, if granted; collected by the channel
+            if msg["t"] == "mem" and msg.get("pid") == pid:
                 # Whole frames that came with the answer: poll will not
                 # report them, so set them aside too.
                 while (payload := self.channel.reader.next_frame()) is not None:
                     self.deferred.append(unpack(payload))
-                text = msg.get("text")
-                return text if isinstance(text, str) else None
+                fd = self.channel.take_fds(1)[0] if msg.get("granted") is True else None
+                self.memfds[pid] = fd
+                return fd
             self.deferred.append(msg)  # a stop request, seen after this handler
 
     def _report_lost(self, total: int) -> None:
@@ -386,8 +407,33 @@ def _ignore(_event) -> None:
     pass
 
 
-def _read_locally(pid: int, addr: int, limit: int) -> str | None:
-    return None  # replaced by the probe layer's reader when tracing starts
+_UNASKED = object()
+MAX_MEMFDS = 512  # tasks whose memory descriptors the worker keeps open
+
+
+def read_string(fd: int, addr: int, limit: int) -> str | None:
+    """A NUL-terminated string at ``addr`` through a /proc/PID/mem descriptor,
+    at most ``limit`` bytes; None if the memory cannot be read."""
+    if addr <= 0 or limit <= 0:
+        return None
+    data = b""
+    # Page by page, so a string that ends just before an unmapped page is found.
+    while len(data) < limit:
+        at = addr + len(data)
+        try:
+            part = os.pread(fd, min(limit - len(data), 4096 - (at & 4095)), at)
+        except (OSError, OverflowError):
+            part = b""
+        if not part:
+            if not data:
+                return None
+            break
+        end = part.find(b"\0")
+        if end >= 0:
+            data += part[:end]
+            break
+        data += part
+    return data[:limit].decode("utf-8", "replace")
 
 
 def drop_privileges(uid: int, gid: int) -> None:
