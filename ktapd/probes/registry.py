@@ -260,8 +260,8 @@ def _define_dynamic(ps: ProbeSet, control: str, define: Callable[[str], None], p
     name = ps._new_name(place, retprobe)
     try:
         define(name)
-    except OSError as exc:
-        raise ProbeError(str(exc)) from None
+    except OSError as exc:  # TracefsError: the kernel's own words are in strerror
+        raise ProbeError(exc.strerror or str(exc)) from None
     ps._dynamic.append((control, name))
     return name, tracefs.read_layout(ps.group, name)
 

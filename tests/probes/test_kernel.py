@@ -231,6 +231,13 @@ def test_uprobe_unknown_symbol_is_clear(ctarget):
             ps.add_trace(0, ["probe:/nonexistent/bin:main"])
 
 
+def test_bad_fetcharg_shows_the_kernels_reason(ctarget):
+    with registry.ProbeSet(GROUP) as ps:
+        with pytest.raises(ProbeError, match="(?s)kernel refused.*Invalid register name"):
+            ps.add_trace(0, [f"probe:{ctarget}:ktap_add x=%nosuchreg"])
+    assert uprobe.list_defined(GROUP) == []
+
+
 def test_sdt_marker_fires_with_arguments(ctarget):
     real = os.path.realpath(ctarget)
     assert sorted(uprobe.list_markers(ctarget)) == [f"sdt:{real}:ktaptest:guarded",
