@@ -80,15 +80,28 @@ async def serve(
 
 async def _on_signals(daemon: server.Daemon) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            _systemd.notify("STOPPING=1")
-            await daemon.shutdown()
-            return
+        if not _early_signals:
+            signum = await signals.__anext__()
+        else:
+            signum = _early_signals[0]
+        log.info("%s: stopping", signal.Signals(signum).name)
+        _systemd.notify("STOPPING=1")
+        await daemon.shutdown()
+
+
+# Signals that arrived before trio listened for them (between start and
+# READY=1): remembered, so a stop request is never lost or fatal.
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, _frame) -> None:
+    _early_signals.append(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _remember_signal)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO if args.verbose else logging.WARNING,
