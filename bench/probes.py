@@ -104,6 +104,7 @@ def baseline_drain(rs: RingSet, counts: dict) -> int:
             tail += size
         _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
         ring.tail = tail
+    rs._last_batch = n  # the same wake-up policy as RingSet.drain (see RingSet.wait_limit)
     return n
 
 
