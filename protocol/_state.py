@@ -24,8 +24,9 @@ its way after a ``detach`` is still accepted in LEAVING.
 Requests that do not touch the attached session (list, events, symbols,
 status, kill) and their ``reply`` are allowed in every open state.  An
 ``error`` that refuses a ``run`` or an ``attach`` (its ``of`` field names
-the request) sends an ATTACHED connection back to IDLE; other non-fatal
-errors leave the state alone; a fatal error closes.
+the request) sends an ATTACHED (or LEAVING) connection back to IDLE, and
+is not allowed when no run or attach is pending; other non-fatal errors
+leave the state alone; a fatal error closes.
 
 This module must not import anything; it is pure data plus one lookup.
 """
@@ -87,6 +88,8 @@ def _rows() -> dict[tuple[str, str, str], str]:
         (SERVER, LEAVING, "lost"): LEAVING,
         (SERVER, LEAVING, "ended"): IDLE,
         (SERVER, LEAVING, "detached"): IDLE,
+        # a run refused after the client already asked to detach from it
+        (SERVER, LEAVING, "error:refused-session"): IDLE,
     }
     for state in _OPEN:
         for request in _REQUESTS:
@@ -118,9 +121,4 @@ def transition_key(tag: str, fatal: bool = False, of: str = "") -> str:
 
 def next_state(sender: str, state: str, key: str) -> str | None:
     """The state after ``sender`` sent a message with ``key``, or None if illegal."""
-    new = TRANSITIONS.get((sender, state, key))
-    if new is None and key == "error:refused-session":
-        # A refusal of run/attach that arrives when nothing is attached
-        # (never produced by a correct peer, harmless): a plain error.
-        new = TRANSITIONS.get((sender, state, "error"))
-    return new
+    return TRANSITIONS.get((sender, state, key))

@@ -14,17 +14,31 @@ from protocol.bytecode.disasm import disassemble
 SAMPLE = Program(
     functions=(
         Function(
-            name="main", nparams=1, nregs=3, boxed=(2,), upvalues=(),
+            name="main",
+            nparams=1,
+            nregs=3,
+            boxed=(2,),
+            upvalues=(),
             constants=(None, True, -(1 << 63), "héllo\x00\xff"),
             code=((op.NEWBOX, 2), (op.CLOSURE, 1, 1), (op.REGISTER, 0, 1), (op.RETURN0,)),
             lines=(1, 2, 2, 3),
         ),
         Function(
-            name="<trace>", nparams=0, nregs=1, boxed=(), upvalues=(Upvalue(0, 2, "t"),),
-            constants=(), code=((op.GETUPVAL, 0, 0), (op.RETURN0,)), lines=(2, 2), line=2,
+            name="<trace>",
+            nparams=0,
+            nregs=1,
+            boxed=(),
+            upvalues=(Upvalue(0, 2, "t"),),
+            constants=(),
+            code=((op.GETUPVAL, 0, 0), (op.RETURN0,)),
+            lines=(2, 2),
+            line=2,
         ),
     ),
-    probes=(Probe("trace", ("syscalls:sys_enter_*",), "fd == 3", 0, 2), Probe("tick", (), None, 10**9, 5)),
+    probes=(
+        Probe("trace", ("syscalls:sys_enter_*",), "fd == 3", 0, 2),
+        Probe("tick", (), None, 10**9, 5),
+    ),
     source_name="x.kp",
 )
 

@@ -194,6 +194,7 @@ def test_detach_crossing_ended_is_accepted():
         (SERVER, Ended(session=1, ok=True, reason="x")),
         (SERVER, Detached(session=1)),
         (CLIENT, Hello()),  # twice
+        (SERVER, ErrorMessage("refused", of="run")),  # no run to refuse
     ],
 )
 def test_messages_out_of_state_are_local_errors(sender, message):
