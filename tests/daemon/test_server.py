@@ -341,3 +341,12 @@ async def test_shutdown_does_not_wait_forever_for_a_client_that_stops_reading(tm
             await daemon.shutdown()
         # The daemon's serve() returned: nothing waited for us.
     shutil.rmtree(os.path.dirname(path))
+
+
+async def test_exit_stops_the_session_and_trace_end_still_runs(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message(SHORT_MAIN + ' print("main done") trace_end { print("end") }', limits=SHORT_LIMITS))
+    await c.send(Exit())  # arrives while the main chunk runs: honoured when it ends
+    got = await c.until(Ended)
+    assert text_of(got) == "main done\nend\n"
+    assert got[-1] == Ended(got[-1].session, True, "exit")
