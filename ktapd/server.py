@@ -37,7 +37,6 @@ from protocol.connection import (
     SERVER,
     Connection,
     LocalProtocolError,
-    ProtocolError,
     RemoteProtocolError,
 )
 from protocol.messages import (
@@ -487,4 +486,4 @@ def kernel_features() -> dict[str, bool]:
     return features
 
 
-__all__ = ["Daemon", "bind_socket", "ProtocolError"]
+__all__ = ["Client", "Daemon", "bind_socket"]
