@@ -194,25 +194,23 @@ class Connection:
         self.state = new
 
     def _negotiate(self, sender: str, message: Message) -> None:
+        """Version negotiation (KTAP_CMD_IOC_VERSION): the client's hello
+        offers versions, the server's hello picks one of those both speak."""
         if isinstance(message, Hello):
-            common = (
-                set(message.versions) & set(self.versions)
-                if sender == self.peer
-                else set(self.versions)
-            )
-            if sender == self.peer and not common:
+            if sender == self.role:  # our own hello: what we offer
+                self._offered = tuple(message.versions)
+                return
+            self._offered = tuple(sorted(set(message.versions) & set(self.versions)))
+            self.peer_name = message.client
+            if not self._offered:
                 raise LocalProtocolError(
                     f"no common protocol version: client speaks {list(message.versions)}, "
                     f"server speaks {list(self.versions)}"
                 )
-            self._offered = tuple(common) if sender == self.peer else tuple(message.versions)
-            if sender == self.peer:
-                self.peer_name = message.client
         elif isinstance(message, ServerHello):
-            offered = self._offered
-            if message.version not in offered:
+            if message.version not in self._offered:
                 raise LocalProtocolError(
-                    f"server chose protocol version {message.version}, not one of {list(offered)}"
+                    f"server chose protocol version {message.version}, not one of {list(self._offered)}"
                 )
             self.version = message.version
             if sender == self.peer:
