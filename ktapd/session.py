@@ -506,7 +506,8 @@ def worker_command(fd: int) -> list[str]:
     cmd = [sys.executable, "-m", "ktapd.worker", "--fd", str(fd)]
     setpriv = shutil.which("setpriv")
     if setpriv:
-        cmd = [setpriv, "--no-new-privs", "--", *cmd]
+        return [setpriv, "--no-new-privs", "--", *cmd]
+    log.warning("setpriv (util-linux) not found: workers run without no_new_privs")
     return cmd
 
 

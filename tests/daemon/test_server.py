@@ -147,6 +147,30 @@ async def test_worker_runs_as_the_unprivileged_worker_user(ktapd):
     c = await ktapd.client()
     await c.send(run_message("print(uid)"))
     assert text_of(await c.until(Ended)) == f"{uid}\n"
+    # And as the kernel sees it, while a session runs: no root, no
+    # capabilities, no supplementary groups, no way back (no_new_privs).
+    await c.send(run_message(LONG_MAIN, limits=LONG_LIMITS))
+    with trio.fail_after(10):
+        while True:
+            session = next(iter(ktapd.daemon.sessions.values()), None)
+            status = _proc_status(session.worker_pid) if session and session.worker_pid else {}
+            if status.get("Uid", "").split()[:1] == [str(uid)]:
+                break
+            await trio.sleep(0.02)
+    assert status["Uid"].split() == [str(uid)] * 4
+    assert status["Gid"].split() == [str(gid)] * 4
+    assert status["Groups"].strip() == ""
+    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+    if shutil.which("setpriv"):
+        assert status["NoNewPrivs"] == "1"
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").partition(":\t")[::2] for line in f)
+    except OSError:
+        return {}
 
 
 async def test_client_vanishing_stops_its_session(ktapd):
@@ -345,7 +369,11 @@ async def test_shutdown_does_not_wait_forever_for_a_client_that_stops_reading(tm
 
 async def test_exit_stops_the_session_and_trace_end_still_runs(ktapd):
     c = await ktapd.client()
-    await c.send(run_message(SHORT_MAIN + ' print("main done") trace_end { print("end") }', limits=SHORT_LIMITS))
+    await c.send(
+        run_message(
+            SHORT_MAIN + ' print("main done") trace_end { print("end") }', limits=SHORT_LIMITS
+        )
+    )
     await c.send(Exit())  # arrives while the main chunk runs: honoured when it ends
     got = await c.until(Ended)
     assert text_of(got) == "main done\nend\n"
