@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from kernel_support import kernel_unavailable_reason, require_kernel
 
 __all__ = ["kernel_unavailable_reason", "require_kernel"]
