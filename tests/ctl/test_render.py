@@ -21,7 +21,8 @@ from protocol.records import (
     to_wire,
 )
 
-LANGUAGE_MD = Path("/work/shared/LANGUAGE.md")
+# shared/ lies beside the checkout (on developer machines and in CI).
+LANGUAGE_MD = Path(__file__).resolve().parents[3] / "shared" / "LANGUAGE.md"
 
 
 def hist(pairs, **kw):
