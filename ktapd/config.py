@@ -12,6 +12,7 @@ never silently weakens the policy.  Example with every key and its default::
     output_buffer_bytes = 16777216     # per session, while detached or behind a slow client
     max_sessions_per_user = 16         # running or uncollected sessions of one non-admin user
     worker_user = ""                   # "" = "ktapd-worker" if that user exists, else "nobody"
+    spare_worker = true                # keep one worker started ahead of need (faster session start)
 
     [limits]                           # RuntimeLimits defaults for every session
     string_bytes = 511
@@ -49,6 +50,7 @@ class Config:
     output_buffer_bytes: int = 16 * 1024 * 1024
     max_sessions_per_user: int = 16
     worker_user: str = ""
+    spare_worker: bool = True
     limits: RuntimeLimits = field(default_factory=RuntimeLimits)
 
     def worker_account(self) -> tuple[int, int, str]:
@@ -72,6 +74,7 @@ _KEYS = {
     "output_buffer_bytes": (int, int),
     "max_sessions_per_user": (int, int),
     "worker_user": (str, str),
+    "spare_worker": (bool, bool),
 }
 _LIMIT_FIELDS = {f.name for f in dataclasses.fields(RuntimeLimits)}
 

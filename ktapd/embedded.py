@@ -37,7 +37,9 @@ START_TIMEOUT_S = 10.0
 @contextlib.contextmanager
 def serve(cfg: _config.Config | None = None) -> Iterator[str]:
     """Run a private daemon for the duration of the block; yields its socket path."""
-    cfg = cfg or _config.Config()
+    # One client, usually one session: a spare worker would only compete
+    # with it for the CPU.
+    cfg = cfg or _config.Config(spare_worker=False)
     directory = tempfile.mkdtemp(prefix="ktapd-embedded-")
     path = str(Path(directory) / "ktapd.sock")
     listener = server.bind_socket(path, 0o600)

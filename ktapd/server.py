@@ -29,7 +29,7 @@ import trio
 
 from ktapd import policy
 from ktapd.config import Config
-from ktapd.session import ENDED, Session
+from ktapd.session import ENDED, Session, WorkerSpawner
 from protocol.bytecode.encoding import DecodeError, decode
 from protocol.connection import (
     CLOSED_BY_PEER,
@@ -98,12 +98,19 @@ class Daemon:
         self.features: dict[str, bool] = {}
         self._nursery: trio.Nursery | None = None
         self._accepting: trio.CancelScope | None = None
+        self.spawner = WorkerSpawner(spare=config.spare_worker)
 
     async def serve(self, listener: socket.socket, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until ``shutdown`` or cancellation."""
         listener.setblocking(False)
         lsock = trio.socket.from_stdlib_socket(listener)
         self.features = await trio.to_thread.run_sync(kernel_features)
+        try:
+            await self._serve(lsock, task_status)
+        finally:
+            await self.spawner.discard()
+
+    async def _serve(self, lsock, task_status) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             with trio.CancelScope() as self._accepting:
@@ -138,7 +145,9 @@ class Daemon:
     # --- sessions ---------------------------------------------------------------------
 
     def start_session(self, peer: policy.Peer, run: Run, program, admin: bool) -> Session:
-        session = Session(self.next_id, peer, run, program, admin=admin, config=self.config)
+        session = Session(
+            self.next_id, peer, run, program, admin=admin, config=self.config, spawner=self.spawner
+        )
         self.next_id += 1
         self.sessions[session.id] = session
         self._nursery.start_soon(self._drive, session)
@@ -146,7 +155,13 @@ class Daemon:
         return session
 
     async def _drive(self, session: Session) -> None:
-        await session.run()
+        try:
+            await session.run()
+        finally:
+            if self.stopping:
+                session.release_probes_in_background()
+            else:
+                await session.release_probes()
         if session.discard:
             self.sessions.pop(session.id, None)
 

@@ -28,6 +28,7 @@ does) or run bytecode (the worker does).
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import replace
@@ -192,9 +194,18 @@ class Session:
     """One submitted script on the daemon side (see the module docstring)."""
 
     def __init__(
-        self, sid: int, owner: Peer, run: Run, program: Program, *, admin: bool, config: Config
+        self,
+        sid: int,
+        owner: Peer,
+        run: Run,
+        program: Program,
+        *,
+        admin: bool,
+        config: Config,
+        spawner: WorkerSpawner | None = None,
     ) -> None:
         self.id = sid
+        self.spawner = spawner or WorkerSpawner(spare=False)
         self.owner = owner
         self.run_request = run
         self.program = program
@@ -264,10 +275,12 @@ class Session:
         finally:
             with trio.CancelScope(shield=True):
                 await child.finish()  # also when cancelled: never leave a worker behind
-                if self._probeset is not None:
-                    # Only now: dynamic events cannot be removed while a worker holds their fds.
-                    await trio.to_thread.run_sync(self._probeset.close)
-                    self._probeset = None
+                if self._probeset is not None and self._probeset.has_dynamic_events:
+                    # Only now: dynamic events cannot be removed while a
+                    # worker holds their fds.  They are removed before the
+                    # client hears "ended", so nothing of ours is left in
+                    # tracefs once a session is over.
+                    await self.release_probes()
             # No checkpoint between here and _finish below: nobody sees
             # `finished` before the state and the outbox say so too.
             self.finished.set()
@@ -276,6 +289,24 @@ class Session:
             # "stopped"; the client wants to know why it stopped.
             reason = self.stop_reason or "finished"
         self._finish(ok, reason, refusal)
+
+    async def release_probes(self) -> None:
+        """Close the session's perf fds (and remove its dynamic events).
+
+        Tracepoint fds alone are closed after the client has heard "ended"
+        (ktapd/server.py calls this again): the kernel waits for RCU grace
+        periods one tracepoint after another, about 25 s for ``syscalls:*``,
+        and the person at the terminal should not wait for that."""
+        probeset, self._probeset = self._probeset, None
+        if probeset is not None:
+            await trio.to_thread.run_sync(probeset.close)
+
+    def release_probes_in_background(self) -> None:
+        """As release_probes, for a stopping daemon that must not wait: a
+        daemon thread closes them, or the process's exit does."""
+        probeset, self._probeset = self._probeset, None
+        if probeset is not None:
+            threading.Thread(target=probeset.close, name="close-probes", daemon=True).start()
 
     def _finish(self, ok: bool, reason: str, refusal: str | None) -> None:
         self.state = ENDED
@@ -522,6 +553,72 @@ def _describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
+async def _spawn_worker() -> tuple[trio.Process, socket.socket]:
+    """Start a worker process; it imports what it needs, then waits for "start"."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__)))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": root,
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        process = await trio.lowlevel.open_process(
+            worker_command(child.fileno()),
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd="/",
+            start_new_session=True,  # the client's Ctrl-C is not the worker's
+        )
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()
+    return process, parent
+
+
+class WorkerSpawner:
+    """Keeps one worker started ahead of need.
+
+    A worker spends most of a session's start-up importing the VM and the
+    probe layer (about 150 ms here).  A spare that has already done so makes
+    the next session start at once; taking it starts the next spare, whose
+    imports then overlap the session instead of delaying it.  The spare has
+    no session, no privileges to drop yet and no bytecode: it only waits
+    for "start" (ktapd/worker.py), so it holds nothing worth protecting.
+    """
+
+    def __init__(self, *, spare: bool = True) -> None:
+        self._spare: tuple[trio.Process, socket.socket] | None = None
+        self.keep_spare = spare
+
+    async def take(self) -> tuple[trio.Process, socket.socket]:
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0].returncode is not None:
+            spare[1].close()  # it died waiting (killed by hand, say): start another
+            spare = None
+        if spare is None:
+            spare = await _spawn_worker()
+        if self.keep_spare:
+            self._spare = await _spawn_worker()
+        return spare
+
+    async def discard(self) -> None:
+        """End the spare (the daemon is stopping) and reap it."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            process, sock = spare
+            sock.close()  # the worker sees the end of its channel and exits
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+
+
 class _Worker:
     """The daemon's end of one worker process and its socketpair."""
 
@@ -536,25 +633,7 @@ class _Worker:
         self.killed_by_daemon = False  # a stop request was not honoured in time
 
     async def start(self) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            root = os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__)))
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": root,
-                "LANG": "C.UTF-8",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
-            self.process = await trio.lowlevel.open_process(
-                worker_command(child.fileno()),
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd="/",
-                start_new_session=True,  # the client's Ctrl-C is not the worker's
-            )
-        finally:
-            child.close()
+        self.process, parent = await self.session.spawner.take()
         self.session.worker_pid = self.process.pid
         self.sock = trio.socket.from_stdlib_socket(parent)
         s = self.session

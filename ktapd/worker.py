@@ -494,10 +494,14 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=int(argv[1]))
     channel = Channel(sock)
     try:
+        # Import first, then wait: ktapd keeps one worker started ahead of
+        # need (ktapd/session.py WorkerSpawner), and a spare that has done
+        # its imports turns a session's start into a message, not a process
+        # start.  Nothing session-specific happens before "start" arrives.
+        _preload()
         start = channel.receive()
         if start["t"] != "start":
             raise WireError(f"expected start, got {start['t']}")
-        _preload()
         drop_privileges(int(start["uid"]), int(start["gid"]))
         Worker(channel, start).run()
     except (WireError, BrokenPipeError, ConnectionResetError) as exc:

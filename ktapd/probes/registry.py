@@ -189,6 +189,11 @@ class ProbeSet:
     # (Events start disabled; the reader's RingSet.enable() turns them on and
     # arms the tick timers, after its rings are mapped.)
 
+    @property
+    def has_dynamic_events(self) -> bool:
+        """True when this set created uprobe/kprobe events in tracefs."""
+        return bool(self._dynamic)
+
     def close(self) -> list[str]:
         """Close every fd and remove this set's dynamic events (idempotent).
 

@@ -55,12 +55,30 @@ async def test_probe_less_script_runs_main_then_trace_end(ktapd):
     assert got[-1].ok and got[-1].reason == "finished"
     assert not any(isinstance(m, Started) for m in got)  # nothing was registered
     # The connection can run another script afterwards.
-    await c.send(
-        run_message(
-            "print(arg[0], arg[1] + 1)",
-        )
-    )
-    assert text_of(await c.until(Ended)) == "test.kp\tnil\n" or True
+    await c.send(run_message("print(arg[0], arg[1])"))
+    got = await c.until(Ended)
+    assert text_of(got) == "test.kp\tnil\n" and got[-1].ok
+
+
+async def test_sessions_start_on_a_spare_worker(ktapd):
+    c = await ktapd.client()
+    await c.send(run_message('print("one")'))
+    assert text_of(await c.until(Ended)) == "one\n"
+    spare = ktapd.daemon.spawner._spare
+    assert spare is not None and spare[0].returncode is None
+    spare_pid = spare[0].pid
+    await c.send(run_message('print("two")'))
+    with trio.fail_after(10):
+        while not any(s.worker_pid == spare_pid for s in ktapd.daemon.sessions.values()):
+            await trio.sleep(0.005)
+    assert text_of(await c.until(Ended)) == "two\n"
+    # A spare that died waiting is replaced, not handed to a session.
+    dead = ktapd.daemon.spawner._spare[0]
+    dead.kill()
+    await dead.wait()
+    await c.send(run_message('print("three")'))
+    assert text_of(await c.until(Ended)) == "three\n"
+    assert all(s.worker_pid != dead.pid for s in ktapd.daemon.sessions.values())
 
 
 async def test_script_arguments_reach_arg(ktapd):
