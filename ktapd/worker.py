@@ -414,26 +414,9 @@ MAX_MEMFDS = 512  # tasks whose memory descriptors the worker keeps open
 def read_string(fd: int, addr: int, limit: int) -> str | None:
     """A NUL-terminated string at ``addr`` through a /proc/PID/mem descriptor,
     at most ``limit`` bytes; None if the memory cannot be read."""
-    if addr <= 0 or limit <= 0:
-        return None
-    data = b""
-    # Page by page, so a string that ends just before an unmapped page is found.
-    while len(data) < limit:
-        at = addr + len(data)
-        try:
-            part = os.pread(fd, min(limit - len(data), 4096 - (at & 4095)), at)
-        except (OSError, OverflowError):
-            part = b""
-        if not part:
-            if not data:
-                return None
-            break
-        end = part.find(b"\0")
-        if end >= 0:
-            data += part[:end]
-            break
-        data += part
-    return data[:limit].decode("utf-8", "replace")
+    from ktapd.probes.events import read_c_string  # preloaded (PRELOAD_MODULES)
+
+    return read_c_string(lambda at, size: os.pread(fd, size, at), addr, limit)
 
 
 def drop_privileges(uid: int, gid: int) -> None:

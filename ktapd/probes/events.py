@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ktapd.probes import _perf_abi as abi
@@ -301,15 +302,24 @@ class EagerEvent(Event):
 def read_user_string(pid: int, addr: int, limit: int) -> str | None:
     """A NUL-terminated string at ``addr`` in process ``pid``, at most ``limit`` bytes;
     None if the memory is unreadable."""
+    return read_c_string(lambda at, size: abi.process_vm_readv(pid, at, size), addr, limit)
+
+
+def read_c_string(read: Callable[[int, int], bytes], addr: int, limit: int) -> str | None:
+    """A NUL-terminated string at ``addr``, at most ``limit`` bytes, read with
+    ``read(address, size)`` (which returns b"" or raises OSError where memory
+    is unreadable); None if nothing at all could be read.
+
+    Reads page by page, so a string that ends just before an unmapped page
+    is still found."""
     if addr <= 0 or limit <= 0:
         return None
     data = b""
-    # Read page by page so a string near the end of a mapping is still found.
     while len(data) < limit:
-        chunk = min(limit - len(data), 4096 - ((addr + len(data)) & 4095))
+        at = addr + len(data)
         try:
-            part = abi.process_vm_readv(pid, addr + len(data), chunk)
-        except OSError:
+            part = read(at, min(limit - len(data), 4096 - (at & 4095)))
+        except (OSError, OverflowError):
             part = b""
         if not part:
             if not data:
