@@ -580,6 +580,15 @@ async def _spawn_worker() -> tuple[trio.Process, socket.socket]:
     return process, parent
 
 
+SPARE_NICE = 19  # a spare worker's scheduling priority until it is taken
+
+
+def _set_nice(pid: int, nice: int) -> None:
+    """Set the nice value of (single-threaded) process ``pid``; best effort."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
 class WorkerSpawner:
     """Keeps one worker started ahead of need.
 
@@ -602,8 +611,17 @@ class WorkerSpawner:
             spare = None
         if spare is None:
             spare = await _spawn_worker()
+        else:
+            _set_nice(spare[0].pid, 0)  # it runs a session now
         if self.keep_spare:
             self._spare = await _spawn_worker()
+            # The next spare imports while this session starts: on a small
+            # machine its ~150 ms of CPU would delay the session (and the
+            # client and workload) it is meant to speed up, so it waits
+            # for idle CPU.  Only root can undo a nice value, so only a
+            # root daemon lowers it.
+            if os.geteuid() == 0:
+                _set_nice(self._spare[0].pid, SPARE_NICE)
         return spare
 
     async def discard(self) -> None:

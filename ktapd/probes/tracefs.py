@@ -70,23 +70,38 @@ def has_file(name: str) -> bool:
 
 def list_events() -> list[tuple[str, str]]:
     """Every (system, event) that has a format file, sorted."""
-    events_dir = root() / "events"
-    found = []
-    for system in os.listdir(events_dir):
-        sysdir = events_dir / system
-        if not sysdir.is_dir():
-            continue
-        for event in os.listdir(sysdir):
-            if (sysdir / event / "format").is_file():
-                found.append((system, event))
-    found.sort()
-    return found
+    return match_events("*", "*")
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _names_matching(directory: Path, pattern: str) -> list[str]:
+    """Entries of ``directory`` matching the glob ``pattern``.  A pattern
+    without wildcards is looked up directly: resolving one event must not
+    list all of tracefs (thousands of entries, tens of milliseconds)."""
+    if not _is_glob(pattern):
+        return [pattern] if "/" not in pattern and pattern not in ("", ".", "..") else []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def match_events(system_glob: str, event_glob: str) -> list[tuple[str, str]]:
-    """Events whose system and name match the shell globs."""
-    return [(s, e) for s, e in list_events()
-            if fnmatch.fnmatchcase(s, system_glob) and fnmatch.fnmatchcase(e, event_glob)]
+    """Events (with a format file) whose system and name match the shell
+    globs, sorted.  Only the systems that match are listed."""
+    events_dir = root() / "events"
+    found = []
+    for system in _names_matching(events_dir, system_glob):
+        sysdir = events_dir / system
+        for event in _names_matching(sysdir, event_glob):
+            if os.path.isfile(sysdir / event / "format"):
+                found.append((system, event))
+    found.sort()
+    return found
 
 
 def read_layout(system: str, event: str) -> EventLayout:
