@@ -14,14 +14,18 @@ The depth of non-tail calls travels as each function's keyword-only
 ``_depth`` argument (0 for the main chunk and handlers).
 
 Each entry point (run_main, run_handler, run_end) resets these, calls the
-compiled function (run_handler is itself compiled into the namespace from
-the fixed text ``_DISPATCH``, so setting E and S are plain global stores), runs the tail-call trampoline if the function returned
+compiled function, runs the tail-call trampoline if the function returned
 a ``_Tail``, and turns any KtapError into one Error record carrying the
 script line (found by walking the traceback to the innermost generated
 frame: no line bookkeeping on the hot path).  After the first run-time
 error the machine is *failed*: further handlers and trace_end do not run
 (LANGUAGE.md: trace_end does not run after an error).  After ``exit()``
 handlers no longer run, trace_end still does.
+
+run_handler, the per-event path, is generated with the program
+(translate.py): it runs the usual handlers' bodies inline, in its own
+frame, with the upvalue cells REGISTER found in the handler closure
+(``_register``), and calls any other handler.
 
 Output of print/printf/ansi.* is buffered and sent as one Text record per
 invocation (fewer records, and the renderer sees whole lines); histograms
@@ -47,7 +51,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FunctionType
+from types import CodeType, FunctionType
 
 from ktapd.verifier import VerifiedProgram
 from ktapd.vm import compact, translate, values
@@ -65,37 +69,21 @@ DEFAULT_LIMITS = RuntimeLimits()
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 
 
-# Machine.run_handler, compiled into the program's namespace so that E and S
-# are plain global stores.  Fixed text: nothing in it comes from a program.
-_DISPATCH = """
-def run_handler(reg, event):
-    global E, S
-    if H:
-        return not M.failed
-    E = P if event is None else event
-    S = HSTEPS
-    try:
-        result = reg.handler()
-        if result.__class__ is _Tail:
-            _tramp(result)
-    except BaseException as exc:
-        return _caught(exc)
-    if OUT:
-        _flush()
-    return True
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class Registration:
     """A probe or timer handler registered by the main chunk (REGISTER).
 
     ``index`` is the probe table entry, ``handler`` the closure to pass to
-    Machine.run_handler.  trace_end handlers are not listed here."""
+    Machine.run_handler.  ``inline`` is the slot of run_handler's inline
+    copy of the handler's body (0: none, call ``handler``) and ``cells``
+    the upvalue cells that copy uses (translate.py).  trace_end handlers
+    are not listed here."""
 
     index: int
     probe: Probe
     handler: Callable
+    inline: int = 0
+    cells: tuple = ()
 
 
 class _Tail:
@@ -273,9 +261,15 @@ class Machine:
         ns["_call"] = compact.make_call(ns, _Tail, limits.call_depth, _budget, _overflow)
         self._ns = ns
         exec(compile(source.text(), translate.FILENAME, "exec"), ns)  # noqa: S102 - fixed templates
-        exec(compile(_DISPATCH, "<ktap-dispatch>", "exec"), ns)  # noqa: S102
         self.run_handler = ns["run_handler"]
         self._main = ns["_mk0"]()
+        # The code object of each function with an inline copy in
+        # run_handler -> (its slot, the upvalue cells that copy unpacks).
+        self._inline: dict[CodeType, tuple[int, tuple[str, ...]]] = {}
+        for slot, (index, cell_names) in enumerate(source.inline, start=1):
+            for code in ns[f"_mk{index}"].__code__.co_consts:
+                if isinstance(code, CodeType) and code.co_name == f"f{index}":
+                    self._inline[code] = (slot, cell_names)
 
     # --- entry points -------------------------------------------------------
 
@@ -296,9 +290,9 @@ class Machine:
 
     def run_handler(self, reg: Registration, event) -> bool:
         """Run one probe/timer handler for ``event`` (None for tick timers);
-        False after a run-time error.  Replaced in __init__ by the same
-        logic compiled into the program's namespace (_DISPATCH), which
-        saves the dict stores of this version on every event."""
+        False after a run-time error.  Replaced in __init__ by the
+        generated run_handler (translate.py), which does the same with the
+        handler bodies inline."""
         if self._halted():
             return not self.failed
         ns = self._ns
@@ -405,6 +399,8 @@ class Machine:
         if found is None or not 0 < found <= len(self._origin):
             return 0
         function, pc = self._origin[found - 1]
+        if function < 0:  # run_handler's own lines
+            return 0
         return self.program.functions[function].lines[pc]
 
     def _flush(self) -> None:
@@ -424,4 +420,19 @@ class Machine:
         if probe.kind == PROBE_END:
             self.end_handlers.append(handler)
         else:
-            self.registrations.append(Registration(index, probe, handler))
+            self.registrations.append(Registration(index, probe, handler,
+                                                   *self._inline_copy(handler)))
+
+    def _inline_copy(self, handler: FunctionType) -> tuple[int, tuple]:
+        """run_handler's slot for this closure's body and the cells it
+        needs (the closure's own), or (0, ()) to call the closure."""
+        code = handler.__code__
+        found = self._inline.get(code)
+        if found is None:
+            return 0, ()
+        slot, cell_names = found
+        closure = dict(zip(code.co_freevars, handler.__closure__ or (), strict=True))
+        try:
+            return slot, tuple(closure[name].cell_contents for name in cell_names)
+        except (KeyError, ValueError):  # not the cells the copy expects: call it
+            return 0, ()

@@ -21,7 +21,18 @@ Rules that keep this safe (the verifier has already checked every index):
   ``_Tail`` that the caller's trampoline runs, so tail calls use no Python
   stack.
 
-``LineMap`` maps each generated source line back to (function, pc), so a
+The module ends with ``run_handler(reg, event)``, the machine's per-event
+entry point (DESIGN.md decision 2: the cost of an event should be close to
+one plain Python call).  For each function the program registers as a
+handler right after making it (CLOSURE then REGISTER), run_handler holds a
+second translation of its body, inline, selected by ``reg.inline``; the
+handler's upvalue cells come from ``reg.cells``.  So an event costs one
+Python frame, not two, and the inline body sets the event (``E``) and the
+budget (``S``) only if it can read them, and checks for output only if it
+can write some.  Any other registered function runs through the generic
+tail of run_handler, which calls it.
+
+``Source.origin`` maps each generated source line back to (function, pc), so a
 run-time error can name the script line without per-instruction
 bookkeeping on the hot path.
 
@@ -37,7 +48,7 @@ from ktapd.vm import compact
 from protocol import limits as L
 from protocol.bytecode import opcodes as op
 from protocol.bytecode.builtins import BUILTINS, EVENT_VARS
-from protocol.bytecode.program import UPVAL_FROM_BOX, Function, Program
+from protocol.bytecode.program import PROBE_END, UPVAL_FROM_BOX, Function, Program
 
 FILENAME = "<ktap>"
 MAX = repr(L.INT64_MAX)
@@ -55,6 +66,9 @@ class Source:
         self.lines: list[str] = []
         self.origin: list[tuple[int, int]] = []
         self.strings: dict[str, str] = {}  # global name -> string value
+        # run_handler's inline bodies: slot k (from 1) -> (function index,
+        # names of the upvalue cells the body unpacks from reg.cells).
+        self.inline: list[tuple[int, tuple[str, ...]]] = []
 
     def add(self, depth: int, text: str, where: tuple[int, int]) -> None:
         self.lines.append("    " * depth + text)
@@ -72,22 +86,104 @@ def translate_program(program: Program, *, string_bytes: int, table_entries: int
     # compiler cost grows with the lines of the whole module.
     size = sum(len(f.code) for f in program.functions)
     use_compact = size > compact.COMPACT_THRESHOLD
+    settings = (string_bytes, table_entries, call_depth)
     for index, function in enumerate(program.functions):
-        _FunctionTranslator(src, program, index, function, string_bytes, table_entries,
-                            call_depth, use_compact).run()
+        _FunctionTranslator(src, program, index, function, *settings, use_compact).run()
+    _dispatch(src, program, settings, () if use_compact else registered_functions(program))
     return src
+
+
+# Origin of run_handler's own lines: no script line.
+NO_ORIGIN = (-1, 0)
+# Inline bodies are picked by a chain of tests; past this many handlers the
+# rest run through the generic call (a test costs about what the call saves).
+MAX_INLINE_HANDLERS = 8
+
+
+def _dispatch(src: Source, program: Program, settings: tuple, handlers) -> None:
+    """Emit run_handler: inline bodies for ``handlers``, then the generic call."""
+    def add(depth: int, text: str) -> None:
+        src.add(depth, text, NO_ORIGIN)
+    add(0, "def run_handler(_reg, _ev):")
+    add(1, "global E, S")
+    add(1, "if H:")
+    add(2, "return not M.failed")
+    add(1, "try:")
+    if handlers:
+        add(2, "_n = _reg.inline")
+    for slot, index in enumerate(handlers[:MAX_INLINE_HANDLERS], start=1):
+        add(2, f"if _n == {slot}:")
+        body = _FunctionTranslator(src, program, index, program.functions[index], *settings,
+                                   False, entry=True)
+        body.run()
+        src.inline.append((index, body.cell_names))
+    add(2, "E = P if _ev is None else _ev")
+    add(2, "S = HSTEPS")
+    add(2, "_x = _reg.handler()")
+    add(2, "if _x.__class__ is _Tail:")
+    add(3, "_tramp(_x)")
+    add(2, "if OUT:")
+    add(3, "_flush()")
+    add(2, "return True")
+    add(1, "except BaseException as exc:")
+    add(2, "return _caught(exc)")
+
+
+def registered_functions(program: Program) -> list[int]:
+    """Functions registered as handlers right where they are made: a
+    REGISTER of a register whose last write was a CLOSURE (what the
+    compiler emits for every trace/tick/profile block), in program order.
+    A guess is enough: run_handler checks what was really registered."""
+    found: list[int] = []
+    for f in program.functions:
+        made: dict[int, int] = {}  # register -> function its CLOSURE made
+        for ins in f.code:
+            number = ins[0]
+            if number == op.REGISTER:
+                child = made.get(ins[2])
+                if child is not None and child not in found and (
+                        program.probes[ins[1]].kind != PROBE_END):
+                    found.append(child)
+                continue
+            for position, kind in enumerate(op.OPCODES[number].operands, start=1):
+                if kind == "w":
+                    made.pop(ins[position], None)
+            if number == op.CLOSURE:
+                made[ins[1]] = ins[2]
+    return found
+
+
+def upvalues_used(functions, f: Function) -> list[int]:
+    """Upvalues the translated body names (``uI``): read, written or passed
+    on to a closure it makes."""
+    used = set()
+    for ins in f.code:
+        if ins[0] == op.GETUPVAL:
+            used.add(ins[2])
+        elif ins[0] == op.SETUPVAL:
+            used.add(ins[1])
+        elif ins[0] == op.CLOSURE:
+            used.update(up.index for up in functions[ins[2]].upvalues
+                        if up.kind != UPVAL_FROM_BOX)
+    return sorted(used)
 
 
 class _FunctionTranslator:
     """Emits one function: a factory taking its upvalue cells, returning the
-    Python function.  Tracks a little straight-line knowledge about
+    Python function; or, with ``entry``, the same body as one of
+    run_handler's inline handlers (see the module docstring).  Tracks a little straight-line knowledge about
     registers (known integer constants, known ints, which upvalue a table
     came from) to drop type tests that cannot fail and to name tables in
     overflow errors."""
 
     def __init__(self, src: Source, program: Program, index: int, f: Function,
-                 string_bytes: int, table_entries: int, call_depth: int, use_compact: bool):
+                 string_bytes: int, table_entries: int, call_depth: int, use_compact: bool,
+                 entry: bool = False):
+        assert not (entry and use_compact), "inline handlers use the inline templates"
         self.src = src
+        self.entry = entry
+        self.cell_names: tuple[str, ...] = ()  # entry: the cells unpacked from reg.cells
+        self.may_output = True  # entry: whether the body can write output
         self.functions = program.functions
         self.index = index
         self.f = f
@@ -180,17 +276,24 @@ class _FunctionTranslator:
     def run(self) -> None:
         f = self.f
         self.pc = 0
-        upvals = ", ".join(f"u{i}" for i in range(len(f.upvalues)))
-        self.emit(f"def _mk{self.index}({upvals}):")
-        self.depth = 1
-        params = "".join(f"r{i}=None, " for i in range(f.nparams))
-        # _depth: how many non-tail calls deep this call runs (0 for handlers
-        # and the main chunk); a local, so a call costs no global stores.
-        self.emit(f"def f{self.index}({params}*_x, _depth=0):")
-        self.depth = 2
-        self.emit("global S")
+        if self.entry:
+            # Inside run_handler's ``if _n == slot:`` (which sits in its try).
+            self.depth = 3
+            self.entry_prologue()
+            first_nil = 0  # a handler gets no arguments
+        else:
+            upvals = ", ".join(f"u{i}" for i in range(len(f.upvalues)))
+            self.emit(f"def _mk{self.index}({upvals}):")
+            self.depth = 1
+            params = "".join(f"r{i}=None, " for i in range(f.nparams))
+            # _depth: how many non-tail calls deep this call runs (0 for handlers
+            # and the main chunk); a local, so a call costs no global stores.
+            self.emit(f"def f{self.index}({params}*_x, _depth=0):")
+            self.depth = 2
+            self.emit("global S")
+            first_nil = f.nparams
         assigned = assigned_first(f)
-        nils = [f"r{i}" for i in range(f.nparams, f.nregs)
+        nils = [f"r{i}" for i in range(first_nil, f.nregs)
                 if i not in self.static_ints and i not in assigned]
         zeros = [f"r{i}" for i in sorted(self.static_ints - assigned)]
         if nils:
@@ -198,11 +301,11 @@ class _FunctionTranslator:
         if zeros:
             self.emit(" = ".join(zeros) + " = 0")
         if self.budget == "s":
-            self.emit("s = S")
+            self.emit("s = HSTEPS" if self.entry else "s = S")
         for r in f.boxed:
             # A boxed parameter arrives as a plain value; every other boxed
             # register starts as a fresh cell so GETBOX before NEWBOX is nil.
-            self.emit(f"r{r} = [r{r}]" if r < f.nparams else f"r{r} = [None]")
+            self.emit(f"r{r} = [r{r}]" if r < first_nil else f"r{r} = [None]")
         self.leaf_open, self.leaf_close, self.leaf_untouched = (
             (frozenset(), frozenset(), frozenset()) if self.compact else leaf_loops(f))
         self.leaf_active: int | None = None  # block depth of the leaf loop we are in
@@ -211,8 +314,40 @@ class _FunctionTranslator:
         for pc, ins in enumerate(f.code):
             self.pc = pc
             templates[ins[0]](self, *ins[1:])
+        if self.entry:
+            self.depth = 3
+            if not f.code or f.code[-1][0] not in (op.RETURN, op.RETURN0, op.TAILCALL):
+                self.leave()  # never fall through to the generic call
+            return
         self.depth = 1
         self.emit(f"return f{self.index}")
+
+    def entry_prologue(self) -> None:
+        """What a handler needs set before its inline body runs: the event
+        if anything can read it, the budget if anything can spend it, its
+        upvalue cells."""
+        numbers = {ins[0] for ins in self.f.code}
+        calls = bool(numbers & {op.CALL, op.TAILCALL, op.CALLB})
+        # Builtins and script functions may read the event (and the output
+        # flush reads its time); so may only these instructions.
+        if calls or numbers & {op.EVAR, op.EFIELD}:
+            self.emit("E = P if _ev is None else _ev")
+        self.may_output = calls
+        spends = numbers & {op.CALL, op.TAILCALL} or any(
+            ins[0] == op.CALLB and ins[2] == _PRINT_HIST for ins in self.f.code)
+        if self.budget == "S" and spends:
+            self.emit("S = HSTEPS")
+        used = upvalues_used(self.functions, self.f)
+        if used:
+            self.cell_names = tuple(f"u{i}" for i in used)
+            self.emit(f"{', '.join(self.cell_names)}, = _reg.cells")
+
+    def leave(self) -> None:
+        """An inline handler's return: flush its output, report success.
+        (The budget need not be synced: the next run resets it.)"""
+        if self.may_output:
+            self.emit("if OUT: _flush()")
+        self.emit("return True")
 
 
 # --- templates, one per opcode -------------------------------------------------
@@ -581,16 +716,22 @@ def _break(t):
 
 def _call(t, a, b, n):
     t.emit(f"if r{b}.__class__ is not _F: _notfn(r{b})")
-    t.emit(f"if _depth >= {t.dmax}: _overflow()")
+    if not t.entry:
+        t.emit(f"if _depth >= {t.dmax}: _overflow()")
+        inner = "_depth + 1"
+    else:  # an inline handler runs at depth 0
+        if int(t.dmax) <= 0:
+            t.emit("_overflow()")
+        inner = "1"
     t.step()
     t.sync_budget()
     args = "".join(f"{t.reg(r)}, " for r in range(b + 1, b + 1 + n))
-    t.emit(f"r{a} = r{b}({args}_depth=_depth + 1)")
+    t.emit(f"r{a} = r{b}({args}_depth={inner})")
     t.emit(f"while r{a}.__class__ is _Tail:")
     t.depth += 1
     t.emit("S -= 1")
     t.emit("if S < 0: _budget()")
-    t.emit(f"r{a} = r{a}.f(*r{a}.a, _depth=_depth + 1)")
+    t.emit(f"r{a} = r{a}.f(*r{a}.a, _depth={inner})")
     t.depth -= 1
     if t.budget == "s":
         t.emit("s = S")
@@ -600,7 +741,12 @@ def _call(t, a, b, n):
 def _tailcall(t, a, n):
     t.emit(f"if r{a}.__class__ is not _F: _notfn(r{a})")
     t.sync_budget()
-    t.emit(f"return _Tail(r{a}, ({''.join(f'{t.reg(r)}, ' for r in range(a + 1, a + 1 + n))}))")
+    tail = f"_Tail(r{a}, ({''.join(f'{t.reg(r)}, ' for r in range(a + 1, a + 1 + n))}))"
+    if t.entry:  # a handler runs its tail call at once
+        t.emit(f"_tramp({tail})")
+        t.leave()
+    else:
+        t.emit(f"return {tail}")
 
 
 def _callb(t, a, ident, c, n):
@@ -611,11 +757,17 @@ def _callb(t, a, ident, c, n):
 
 
 def _return(t, a):
+    if t.entry:  # a handler's result is dropped
+        t.leave()
+        return
     t.sync_budget()
     t.emit(f"return {t.reg(a)}")
 
 
 def _return0(t):
+    if t.entry:
+        t.leave()
+        return
     t.sync_budget()
     t.emit("return None")
 
