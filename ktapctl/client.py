@@ -3,8 +3,10 @@
 This is the I/O shell around protocol.connection.Connection (sans-IO).  A
 ``Handshake`` connects, says hello and sends the first request on a plain
 blocking socket (one-shot requests such as ``list`` finish right there);
-a session (``run`` or ``attach``) then moves into trio, imported only at
-that point so the import overlaps with the daemon starting the session.
+a session (``run`` or ``attach``) is then relayed by ``SessionLoop``, one
+selector over the socket, a signal wake-up pipe and the workload's pidfd.
+(No event loop library: start-up time is the point of ``-e`` one-liners
+and ``-- cmd``, and trio cost each run about 60 ms of CPU.)
 Output goes through ktapctl/render.py.  It owns the things only the client
 can do:
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import signal
 import socket
 import sys
@@ -94,11 +97,9 @@ class DaemonUnreachable(ClientError):
 class Handshake:
     """A greeted connection on a plain blocking socket.
 
-    Connecting, the hellos and the first request need no event loop, so
-    they happen before trio is imported: the daemon starts the session's
-    worker while we import trio (start-up time).  One-shot requests (list,
-    status, -le ...) never need trio at all.  ``Channel.adopt`` moves the
-    socket and its Connection into trio for a streamed session."""
+    Connecting, the hellos and the first request; one-shot requests
+    (list, status, -le ...) end here, a streamed session goes on in a
+    ``SessionLoop`` on the same socket and Connection."""
 
     def __init__(self, sock: socket.socket, conn: Connection) -> None:
         self.sock = sock
@@ -188,43 +189,80 @@ def _feed(conn: Connection, data: bytes) -> None:
         raise ClientError(f"protocol error talking to ktapd: {exc}") from None
 
 
-class Channel:
-    """The same connection inside trio, for a streamed session."""
+class SessionLoop:
+    """The I/O of a streamed session, without an event loop library.
 
-    def __init__(self, stream, conn: Connection) -> None:
-        self.stream = stream
-        self.conn = conn
+    One selector waits on the daemon's socket, a wake-up pipe for Ctrl-C
+    and SIGTERM (signal.set_wakeup_fd) and the workload's pidfd.  A
+    session is one conversation and one child, which a blocking loop
+    handles in a few lines; trio cost every run about 60 ms of imports
+    and its own start-up and teardown.  ``next_message`` returns the next
+    message and reports signals and the workload's exit on the way."""
 
-    @classmethod
-    def adopt(cls, handshake: Handshake) -> Channel:
-        import trio
+    def __init__(self, handshake: Handshake, workload: Workload | None = None) -> None:
+        self.handshake = handshake
+        self.workload = workload
+        self.pending_signals: list[int] = []
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pidfd = -1
+        self._saved_handlers: dict[int, object] = {}
+        self._saved_wakeup = -1
 
-        return cls(
-            trio.SocketStream(trio.socket.from_stdlib_socket(handshake.sock)), handshake.conn
-        )
+    def __enter__(self) -> SessionLoop:
+        for signum in STOP_SIGNALS:
+            self._saved_handlers[signum] = signal.signal(signum, self._on_signal)
+        self._saved_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        self._selector.register(self.handshake.sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        if self.workload is not None:
+            with contextlib.suppress(OSError):
+                self._pidfd = os.pidfd_open(self.workload.pid)
+                self._selector.register(self._pidfd, selectors.EVENT_READ)
+        return self
 
-    async def send(self, message: msg.Message) -> None:
-        import trio
+    def __exit__(self, *exc) -> None:
+        signal.set_wakeup_fd(self._saved_wakeup)
+        for signum, handler in self._saved_handlers.items():
+            signal.signal(signum, handler)
+        self._selector.close()
+        for fd in (self._wake_read, self._wake_write, self._pidfd):
+            if fd >= 0:
+                os.close(fd)
 
-        try:
-            await self.stream.send_all(self.conn.send(message))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            raise ClientError("lost the connection to ktapd") from None
+    def _on_signal(self, signum, _frame) -> None:
+        self.pending_signals.append(signum)
 
-    async def receive(self) -> msg.Message:
-        import trio
-
-        while (event := _buffered_message(self.conn)) is None:
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                raise ClientError("lost the connection to ktapd") from None
-            _feed(self.conn, data)
-        return event
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.stream.aclose()
+    def next_message(self, on_signal: Callable[[int], None]) -> msg.Message:
+        """The next message from the daemon.  Meanwhile each stop signal is
+        passed to ``on_signal`` (which may raise), and the workload is
+        reaped as soon as it exits (a zombie would look alive to the daemon)."""
+        conn = self.handshake.conn
+        while True:
+            while self.pending_signals:
+                on_signal(self.pending_signals.pop(0))
+            event = _buffered_message(conn)
+            if event is not None:
+                return event
+            # Without a pidfd the workload is polled every 50 ms.
+            no_pidfd = self.workload is not None and self._pidfd < 0
+            timeout = 0.05 if no_pidfd and self.workload.status is None else None
+            for key, _mask in self._selector.select(timeout):
+                if key.fileobj is self.handshake.sock:
+                    try:
+                        data = self.handshake.sock.recv(RECEIVE_SIZE)
+                    except OSError:
+                        raise ClientError("lost the connection to ktapd") from None
+                    _feed(conn, data)
+                elif key.fd == self._wake_read:
+                    with contextlib.suppress(OSError):
+                        while os.read(self._wake_read, 64):
+                            pass
+                elif key.fd == self._pidfd:
+                    self._selector.unregister(self._pidfd)
+                    self.workload.poll()
+            if no_pidfd:
+                self.workload.poll()
 
 
 # --- where output goes ------------------------------------------------------------
@@ -328,25 +366,6 @@ class Workload:
             os.close(self._go)
             self._go = -1
 
-    async def wait(self) -> None:
-        """Reap the workload as soon as it exits (pidfd: no polling)."""
-        import trio
-
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except OSError:
-            pidfd = -1
-        try:
-            while self.status is None:
-                if pidfd >= 0:
-                    await trio.lowlevel.wait_readable(pidfd)
-                else:
-                    await trio.sleep(0.05)
-                self.poll()
-        finally:
-            if pidfd >= 0:
-                os.close(pidfd)
-
     def poll(self) -> bool:
         """Reap if it has exited; True when it has."""
         if self.status is None:
@@ -405,77 +424,50 @@ class SessionState:
     session: int | None = None
     started: bool = False
     interrupts: int = 0
-    status: int | None = None
-    error: ClientError | BrokenPipeError | None = None
 
 
-async def stream_session(
-    channel: Channel,
+class _StopAtOnce(Exception):
+    """A second Ctrl-C: leave without waiting for the session's end."""
+
+
+def stream_session(
+    loop: SessionLoop,
     opts: Options,
     sink: Sink,
     workload: Workload | None = None,
     on_interrupt: msg.Message | None = None,
 ) -> int:
-    """Relay the session the channel is attached to (its run or attach is
-    already sent) until it ends.
+    """Relay the session the connection is attached to (its run or attach
+    is already sent) until it ends.
 
     Ctrl-C sends ``on_interrupt`` (exit by default) once, then a second
     Ctrl-C returns EXIT_INTERRUPTED without waiting."""
-    import trio
-
     state = SessionState()
     interrupt_message = on_interrupt if on_interrupt is not None else msg.Exit()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_watch_interrupts, channel, state, interrupt_message, nursery)
-        if workload is not None:
-            nursery.start_soon(workload.wait)
-        try:
-            state.status = await _relay(channel, opts, sink, workload, state)
-        except (ClientError, BrokenPipeError) as exc:
-            # Re-raised outside the nursery, so callers see the exception
-            # itself and not an exception group.  (BrokenPipeError: the
-            # reader of our stdout left; closing the connection stops the
-            # session in the daemon.)
-            state.error = exc
-        finally:
-            sink.flush()
-        nursery.cancel_scope.cancel()
-    if state.error is not None:
-        raise state.error
-    if state.status is None:  # cancelled by a second Ctrl-C
-        return EXIT_INTERRUPTED
-    return state.status
 
+    def on_signal(signum: int) -> None:
+        state.interrupts += 1
+        if state.interrupts > 1:
+            raise _StopAtOnce
+        if sys.stderr.isatty() and signum == signal.SIGINT:
+            sys.stderr.write("\n")  # after the terminal's ^C, as ktap did
+        # A failed send shows up as a failed receive below.
+        with contextlib.suppress(ClientError):
+            loop.handshake.send(interrupt_message)
 
-async def _watch_interrupts(channel, state, message, nursery, *, task_status):
-    import trio
-
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        task_status.started()
-        async for signum in signals:
-            state.interrupts += 1
-            if state.interrupts == 1:
-                if sys.stderr.isatty() and signum == signal.SIGINT:
-                    sys.stderr.write("\n")  # after the terminal's ^C, as ktap did
-                # A failed send shows up as a failed receive in _relay.
-                with contextlib.suppress(ClientError):
-                    await channel.send(message)
-            else:
-                nursery.cancel_scope.cancel()
-                return
-
-
-async def _relay(channel: Channel, opts: Options, sink: Sink, workload, state) -> int:
     lost = LostMeter(sink)
     try:
-        return await _relay_messages(channel, opts, sink, workload, state, lost)
+        return _relay_messages(loop, on_signal, opts, sink, workload, state, lost)
+    except _StopAtOnce:
+        return EXIT_INTERRUPTED
     finally:
         lost.flush()
+        sink.flush()
 
 
-async def _relay_messages(channel, opts, sink, workload, state, lost: LostMeter) -> int:
+def _relay_messages(loop, on_signal, opts, sink, workload, state, lost: LostMeter) -> int:
     while True:
-        message = await channel.receive()
+        message = loop.next_message(on_signal)
         if isinstance(message, msg.Output):
             for record in message.records:
                 sink.record(record)
@@ -610,18 +602,9 @@ _REQUESTS: dict[str, Callable[[Options], msg.Message]] = {
 def _stream(
     handshake: Handshake, opts: Options, sink: Sink, workload=None, on_interrupt=None
 ) -> int:
-    """Hand the connection to trio and relay the session.  trio is imported
-    only now, while the daemon is already starting the session."""
-    import trio
-
-    async def relay() -> int:
-        channel = Channel.adopt(handshake)
-        try:
-            return await stream_session(channel, opts, sink, workload, on_interrupt)
-        finally:
-            await channel.aclose()
-
-    return trio.run(relay)
+    """Relay the session on this connection until it ends."""
+    with SessionLoop(handshake, workload) as loop:
+        return stream_session(loop, opts, sink, workload, on_interrupt)
 
 
 def _with_daemon(opts: Options, body: Callable[[Handshake], int], embeddable: bool) -> int:
