@@ -130,6 +130,7 @@ class Library:
     def __init__(self, machine) -> None:
         self.m = machine
         self.limits = machine.limits
+        self._printf = printf.Formatter(machine.limits.output_line_bytes)
 
     def bound(self) -> list:
         return [getattr(self, IMPLEMENTATIONS[b.name]) for b in BUILTINS]
@@ -146,7 +147,7 @@ class Library:
         self.m.write("\t".join([to_text(v) for v in values]) + "\n")
 
     def printf(self, fmt, *values) -> None:
-        self.m.write(printf.format_values(fmt, values, self.limits.output_line_bytes))
+        self.m.write(self._printf.format(fmt, values))
 
     def print_hist(self, table, rows=PRINT_HIST_DEFAULT_ROWS) -> None:
         t = _table("print_hist", table)

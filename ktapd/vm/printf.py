@@ -9,7 +9,10 @@ type, a missing argument or an unknown conversion is a run-time error.
 
 Python's ``%`` operator is not used for integers because its ``#o`` and
 ``#x`` differ from C's; doing it here also keeps program text out of any
-format machinery.  A parsed format is cached per format string.
+format machinery.  A ``Formatter`` (one per machine, for its line limit)
+keeps each format string it has seen as a plan: the literal pieces and
+one conversion between each two, with plain ``%s`` and ``%d``/``%i`` (no
+flags, width or precision: nearly every use) handled inline.
 
 Must not import the machine, the probes, or anything outside the VM's
 value module and the standard library.
@@ -26,14 +29,71 @@ _CONVERSIONS = "cdiouxXsp"
 
 # A parsed format: literal strings and (flags, width, precision, conversion) specs.
 Spec = tuple[str, int, int | None, str]
-_cache: dict[str, list[str | Spec]] = {}
-_CACHE_SIZE = 256
+_PLANS_KEPT = 256  # formats remembered per Formatter (a script has few)
+# Kinds of conversion in a plan.
+_PLAIN_S = 0  # %s: the string, or the print() form
+_PLAIN_D = 1  # %d, %i: the decimal number
+_GENERAL = 2  # anything with flags, width or precision: _convert
+
+
+class Formatter:
+    """printf formatting for one machine (``max_len``: its output line limit)."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        # format string -> (literals, conversions); len(literals) == len(conversions) + 1
+        self._plans: dict[str, tuple[tuple[str, ...], tuple[tuple[int, Spec], ...]]] = {}
+
+    def _plan(self, text: str) -> tuple:
+        literals = [""]
+        conversions = []
+        for part in parse(text, self.max_len):
+            if part.__class__ is str:
+                literals[-1] += part
+                continue
+            flags, width, precision, conv = part
+            if flags or width or precision is not None:
+                kind = _GENERAL
+            else:
+                kind = _PLAIN_S if conv == "s" else _PLAIN_D if conv in "di" else _GENERAL
+            conversions.append((kind, part))
+            literals.append("")
+        plan = (tuple(literals), tuple(conversions))
+        if len(self._plans) >= _PLANS_KEPT:
+            self._plans.clear()
+        self._plans[text] = plan
+        return plan
+
+    def format(self, fmt: object, args: tuple) -> str:
+        plan = self._plans.get(fmt) if fmt.__class__ is str else None
+        if plan is None:
+            text = as_string(fmt)
+            if text is None:
+                raise KtapError(f"bad argument #1 to 'printf' (string expected, got {type_name(fmt)})")
+            plan = self._plans.get(text) or self._plan(text)
+        literals, conversions = plan
+        out = [literals[0]]
+        given = len(args)
+        position = 0
+        for kind, spec in conversions:
+            if position >= given:
+                raise KtapError(f"bad argument #{position + 2} to 'printf' (no value)")
+            value = args[position]
+            position += 1
+            if kind == _PLAIN_S:
+                out.append(value if value.__class__ is str else to_text(value))
+            elif kind == _PLAIN_D and value.__class__ is int:
+                out.append(str(value))
+            else:
+                out.append(_convert(value, *spec, position + 1))
+            out.append(literals[position])
+        result = "".join(out)
+        if len(result) > self.max_len:
+            raise KtapError(f"printf: result longer than {self.max_len} characters")
+        return result
 
 
 def parse(fmt: str, max_width: int) -> list[str | Spec]:
-    parts = _cache.get(fmt)
-    if parts is not None:
-        return parts
     parts = []
     literal: list[str] = []
     i, n = 0, len(fmt)
@@ -79,32 +139,12 @@ def parse(fmt: str, max_width: int) -> list[str | Spec]:
         parts.append((flags, width, precision, conv))
     if literal:
         parts.append("".join(literal))
-    if len(_cache) >= _CACHE_SIZE:
-        _cache.clear()
-    _cache[fmt] = parts
     return parts
 
 
 def format_values(fmt: object, args: tuple, max_len: int) -> str:
-    text = as_string(fmt)
-    if text is None:
-        raise KtapError(f"bad argument #1 to 'printf' (string expected, got {type_name(fmt)})")
-    out = []
-    argn = 0
-    for part in parse(text, max_len):
-        if part.__class__ is str:
-            out.append(part)
-            continue
-        flags, width, precision, conv = part
-        if argn >= len(args):
-            raise KtapError(f"bad argument #{argn + 2} to 'printf' (no value)")
-        value = args[argn]
-        argn += 1
-        out.append(_convert(value, flags, width, precision, conv, argn + 1))
-    result = "".join(out)
-    if len(result) > max_len:
-        raise KtapError(f"printf: result longer than {max_len} characters")
-    return result
+    """printf(fmt, args...) as text, without a machine (tests, one-off use)."""
+    return Formatter(max_len).format(fmt, args)
 
 
 def _number(value: object, conv: str, position: int) -> int:
