@@ -113,6 +113,7 @@ class Daemon:
     async def _serve(self, lsock, task_status) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.spawner.start(nursery)  # the first spare worker starts now
             with trio.CancelScope() as self._accepting:
                 task_status.started()
                 while True:

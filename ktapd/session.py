@@ -593,16 +593,26 @@ class WorkerSpawner:
     """Keeps one worker started ahead of need.
 
     A worker spends most of a session's start-up importing the VM and the
-    probe layer (about 150 ms here).  A spare that has already done so makes
-    the next session start at once; taking it starts the next spare, whose
-    imports then overlap the session instead of delaying it.  The spare has
-    no session, no privileges to drop yet and no bytecode: it only waits
-    for "start" (ktapd/worker.py), so it holds nothing worth protecting.
+    probe layer (about 120 ms of CPU here).  A spare that has already done
+    so makes the next session start at once.  Once ``start`` has given the
+    spawner the daemon's nursery, the first spare starts with the daemon
+    and each one taken is replaced in the background, so neither waits on
+    a session's path; without a nursery (a Session used on its own),
+    ``take`` starts the replacement itself.  The spare has no session, no
+    privileges to drop yet and no bytecode: it only waits for "start"
+    (ktapd/worker.py), so it holds nothing worth protecting.
     """
 
     def __init__(self, *, spare: bool = True) -> None:
         self._spare: tuple[trio.Process, socket.socket] | None = None
         self.keep_spare = spare
+        self._nursery: trio.Nursery | None = None
+        self._refilling = False
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Start the first spare, and from now on replace spares in ``nursery``."""
+        self._nursery = nursery
+        self._refill_soon()
 
     async def take(self) -> tuple[trio.Process, socket.socket]:
         spare, self._spare = self._spare, None
@@ -613,15 +623,36 @@ class WorkerSpawner:
             spare = await _spawn_worker()
         else:
             _set_nice(spare[0].pid, 0)  # it runs a session now
-        if self.keep_spare:
-            self._spare = await _spawn_worker()
-            # The next spare imports while this session starts: on a small
-            # machine its ~150 ms of CPU would delay the session (and the
-            # client and workload) it is meant to speed up, so it waits
-            # for idle CPU.  Only root can undo a nice value, so only a
-            # root daemon lowers it.
-            if os.geteuid() == 0:
-                _set_nice(self._spare[0].pid, SPARE_NICE)
+        if self._nursery is None:
+            if self.keep_spare:
+                self._spare = await self._new_spare()
+        else:
+            self._refill_soon()
+        return spare
+
+    def _refill_soon(self) -> None:
+        if self.keep_spare and self._spare is None and not self._refilling:
+            self._refilling = True
+            self._nursery.start_soon(self._refill)
+
+    async def _refill(self) -> None:
+        try:
+            spare = await self._new_spare()
+        finally:
+            self._refilling = False
+        if self._spare is None:
+            self._spare = spare
+        else:  # cannot happen with one refill at a time; never leak a process
+            spare[1].close()
+
+    async def _new_spare(self) -> tuple[trio.Process, socket.socket]:
+        spare = await _spawn_worker()
+        # The spare imports while sessions run: on a small machine its CPU
+        # would delay the very session (and client and workload) it is
+        # meant to speed up, so it waits for idle CPU.  Only root can undo
+        # a nice value, so only a root daemon lowers it.
+        if os.geteuid() == 0:
+            _set_nice(spare[0].pid, SPARE_NICE)
         return spare
 
     async def discard(self) -> None:

@@ -550,3 +550,29 @@ def test_lost_storm_is_summed_not_spammed(sock, kpc, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) <= 3
     assert sum(int(line.split()[1]) for line in lines) == 300
+
+
+def test_a_session_needs_no_event_loop_library(sock, kpc):
+    """Start-up time: a whole session (compile, run, relay, workload) runs
+    without importing trio, and the program exits through main()'s fast
+    path with its output flushed."""
+    code = (
+        "import sys\n"
+        "from ktapctl import cli\n"
+        "status = cli._main(sys.argv[1:])\n"
+        "assert 'trio' not in sys.modules, 'trio was imported'\n"
+        "sys.argv[1:] = ['-V']\n"
+        "cli.main()\n"
+    )
+    script = ["-e", 'trace syscalls:sys_enter_getppid { print("x") }']
+    with FakeDaemon(sock, normal_session):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "--socket", sock, *script, "--", "true"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Tracing... Hit Ctrl-C to end.\nhello\n")
+    assert proc.stdout.endswith("(ktap language 0.4, protocol 1)\n")  # -V, flushed by main()

@@ -78,3 +78,30 @@ async def test_outbox_orders_messages_and_puts_lost_counts_first():
     assert box.take() == Ended(7, True, "exit")
     assert box.take() is None and box.buffered == 0
     assert box.lost_total == {"output": 3}
+
+
+async def test_spare_workers_wait_at_low_priority_and_run_at_normal_priority():
+    import os
+
+    import trio
+
+    from ktapd.session import SPARE_NICE, WorkerSpawner
+
+    spawner = WorkerSpawner()  # no nursery: take() starts the next spare itself
+    taken = []
+    try:
+        taken.append(await spawner.take())  # none waiting: a fresh worker
+        spare = spawner._spare
+        assert spare is not None and spare[0].returncode is None
+        taken.append(await spawner.take())
+        assert taken[1] is spare
+        if os.geteuid() == 0:  # only root lowers a spare's priority (and can undo it)
+            assert os.getpriority(os.PRIO_PROCESS, spawner._spare[0].pid) == SPARE_NICE
+            assert os.getpriority(os.PRIO_PROCESS, spare[0].pid) == 0
+            assert os.getpriority(os.PRIO_PROCESS, taken[0][0].pid) == 0
+    finally:
+        await spawner.discard()
+        for process, sock in taken:
+            sock.close()  # a worker still waiting for "start" exits
+            with trio.fail_after(10):
+                await process.wait()
