@@ -195,6 +195,10 @@ class _FunctionTranslator:
         # Straight-line knowledge, forgotten at every block boundary:
         self.const: dict[int, str] = {}  # register -> literal int it holds
         self.ints: set[int] = set()  # registers known to hold an int
+        self.nonneg: set[int] = set()  # registers known to hold an int >= 0
+        # Loop variables the loop's body never writes: what is known of them
+        # holds in the whole body.  register -> (known int, known >= 0).
+        self.pinned: dict[int, tuple[bool, bool]] = {}
         self.origin: dict[int, int] = {}  # register -> upvalue it was read from
         # Registers that only ever receive integers hold an int whenever they
         # are read (they start at 0 instead of nil), so their type tests go.
@@ -213,11 +217,18 @@ class _FunctionTranslator:
     def forget(self) -> None:
         self.const.clear()
         self.ints.clear()
+        self.nonneg.clear()
         self.origin.clear()
+        for reg, (is_int, nonneg) in self.pinned.items():
+            if is_int:
+                self.ints.add(reg)
+            if nonneg:
+                self.nonneg.add(reg)
 
     def wrote(self, reg: int) -> None:
         self.const.pop(reg, None)
         self.ints.discard(reg)
+        self.nonneg.discard(reg)
         self.origin.pop(reg, None)
 
     def reg(self, r: int) -> str:
@@ -248,6 +259,11 @@ class _FunctionTranslator:
 
     def is_int(self, r: int) -> bool:
         return r in self.ints or r in self.const or r in self.static_ints
+
+    def is_nonpositive(self, r: int) -> bool:
+        """Known to hold an integer constant <= 0."""
+        literal = self.const.get(r)
+        return literal is not None and (literal == "0" or literal.startswith("("))
 
     def step(self) -> None:
         self.emit(f"{self.budget} -= 1")
@@ -308,6 +324,8 @@ class _FunctionTranslator:
             self.emit(f"r{r} = [r{r}]" if r < first_nil else f"r{r} = [None]")
         self.leaf_open, self.leaf_close, self.leaf_untouched = (
             (frozenset(), frozenset(), frozenset()) if self.compact else leaf_loops(f))
+        self.unwritten_vars = unwritten_loop_vars(f)
+        self.unwritten_ends = {end: start for start, end in self.unwritten_vars.items()}
         self.leaf_active: int | None = None  # block depth of the leaf loop we are in
         self.leaf_value = ""  # expression holding that loop's current value
         templates = _COMPACT_TEMPLATES if self.compact else _TEMPLATES
@@ -327,12 +345,16 @@ class _FunctionTranslator:
         if anything can read it, the budget if anything can spend it, its
         upvalue cells."""
         numbers = {ins[0] for ins in self.f.code}
-        calls = bool(numbers & {op.CALL, op.TAILCALL, op.CALLB})
-        # Builtins and script functions may read the event (and the output
-        # flush reads its time); so may only these instructions.
-        if calls or numbers & {op.EVAR, op.EFIELD}:
+        # Builtins may read the event and write output (whose flush reads
+        # the event's time); so may script functions, if any of them reads
+        # the event or calls a builtin.
+        builtins = op.CALLB in numbers or (
+            bool(numbers & {op.CALL, op.TAILCALL}) and any(
+                ins[0] in (op.CALLB, op.EVAR, op.EFIELD)
+                for f in self.functions[1:] for ins in f.code))
+        if builtins or numbers & {op.EVAR, op.EFIELD}:
             self.emit("E = P if _ev is None else _ev")
-        self.may_output = calls
+        self.may_output = builtins
         spends = numbers & {op.CALL, op.TAILCALL} or any(
             ins[0] == op.CALLB and ins[2] == _PRINT_HIST for ins in self.f.code)
         if self.budget == "S" and spends:
@@ -357,11 +379,14 @@ class _FunctionTranslator:
 def _move(t: _FunctionTranslator, a: int, b: int) -> None:
     t.emit(f"r{a} = {t.reg(b)}")
     const, is_int, origin = t.const.get(b), b in t.ints, t.origin.get(b)
+    nonneg = b in t.nonneg
     t.wrote(a)
     if const is not None:
         t.const[a] = const
     if is_int:
         t.ints.add(a)
+    if nonneg:
+        t.nonneg.add(a)
     if origin is not None:
         t.origin[a] = origin
 
@@ -376,6 +401,8 @@ def _loadk(t: _FunctionTranslator, a: int, k: int) -> None:
         t.emit(f"r{a} = {literal}")
         t.const[a] = f"({literal})" if value < 0 else literal
         t.ints.add(a)
+        if value >= 0:
+            t.nonneg.add(a)
     else:
         t.emit(f"r{a} = {t.string_const(k)}")
 
@@ -472,16 +499,30 @@ def _addtable(t, a, b, c):
     t.emit(f"    if len(_d) >= {table}.limit: _tfull({table}, {name})")
     t.emit("    _o = 0")
     t.emit(f"_o += {t.reg(c)}")
-    t.emit(f"if {_out_of_range('_o', t.const.get(c))}: _o = _wrap(_o)")
+    test = _out_of_range("_o", low=c not in t.nonneg, high=not t.is_nonpositive(c))
+    if test:
+        t.emit(f"if {test}: _o = _wrap(_o)")
     t.emit("_d[_k] = _o")
 
 
-def _out_of_range(name: str, added: str | None) -> str:
-    """The int64 overflow test after adding ``added`` (a literal, if known):
-    adding a non-negative constant can only overflow upwards."""
-    if added is not None and not added.startswith("("):
-        return f"{name} > {MAX}"
-    return f"{name} > {MAX} or {name} < {MIN}"
+def _out_of_range(name: str, *, low: bool, high: bool) -> str:
+    """The int64 overflow test of a result that may fall below INT64_MIN
+    (``low``) and may rise above INT64_MAX (``high``); "" when neither."""
+    tests = ([f"{name} > {MAX}"] if high else []) + ([f"{name} < {MIN}"] if low else [])
+    return " or ".join(tests)
+
+
+def _may_overflow(t, symbol: str, b: int, c: int) -> tuple[bool, bool]:
+    """Which way ``R[b] symbol R[c]`` may leave int64, from operand signs:
+    adding a non-negative number cannot go below INT64_MIN, adding a
+    non-positive one cannot go above INT64_MAX; x - y with y >= 0 cannot
+    rise, with y <= 0 or x >= 0 cannot fall."""
+    if symbol == "+":
+        return (b not in t.nonneg and c not in t.nonneg,
+                not t.is_nonpositive(b) and not t.is_nonpositive(c))
+    if symbol == "-":
+        return (not t.is_nonpositive(c) and b not in t.nonneg, c not in t.nonneg)
+    return True, True
 
 
 def _aggtable(t, a, b, c):
@@ -494,8 +535,10 @@ def _arith(symbol: str):
         if opened:
             t.depth += 1
         t.emit(f"r{a} = {t.reg(b)} {symbol} {t.reg(c)}")
-        added = t.const.get(c) if symbol == "+" else None
-        t.emit(f"if {_out_of_range(f'r{a}', added)}: r{a} = _wrap(r{a})")
+        low, high = _may_overflow(t, symbol, b, c)
+        test = _out_of_range(f"r{a}", low=low, high=high)
+        if test:
+            t.emit(f"if {test}: r{a} = _wrap(r{a})")
         if opened:
             t.depth -= 1
             t.emit(f"else: _arith(r{b}, r{c})")
@@ -588,12 +631,23 @@ def _fornum(t, a, b, c, d):
     simple = t.const.get(d) == "1" and t.is_int(b) and t.is_int(c)
     first, last = t.reg(b), t.reg(c)
     numbers = f"range({first}, {last} + 1)" if simple else f"_fornum(r{b}, r{c}, r{d})"
+    # Every value lies between the start and the limit: none is negative
+    # when the one it starts from is not.
+    step = t.const.get(d)
+    if step is None or step == "0":
+        nonneg = False
+    else:
+        nonneg = (c if step.startswith("(") else b) in t.nonneg
     t.forget()
+    if t.pc in t.unwritten_vars:
+        t.pinned[a] = (True, nonneg)
     if t.pc not in t.leaf_open:
         t.emit(f"for r{a} in {numbers}:")
         t.depth += 1
         t.step()
         t.ints.add(a)
+        if nonneg:
+            t.nonneg.add(a)
         return
     # A leaf loop (no calls, no inner loops) is the only thing spending
     # budget while it runs, so it is charged once at its end, exactly: the
@@ -616,10 +670,15 @@ def _fornum(t, a, b, c, d):
     if t.leaf_value != f"r{a}":
         t.emit(f"r{a} = _i{n}")
     t.ints.add(a)
+    if nonneg:
+        t.nonneg.add(a)
     t.leaf_active = n
 
 
 def _end(t):
+    opener = t.unwritten_ends.get(t.pc)
+    if opener is not None:  # after the loop it may hold what it held before
+        t.pinned.pop(t.f.code[opener][1], None)
     t.forget()
     t.depth -= 1
     if t.pc in t.leaf_close:
@@ -658,6 +717,26 @@ def assigned_first(f: Function) -> frozenset[int]:
         if ins[0] in (op.RETURN, op.RETURN0, op.TAILCALL):
             break
     return frozenset(written)
+
+
+def unwritten_loop_vars(f: Function) -> dict[int, int]:
+    """FORNUM loops whose body never writes the loop variable: opening pc -> END pc."""
+    found: dict[int, int] = {}
+    opened: list[int] = []
+    for pc, ins in enumerate(f.code):
+        kind = op.OPCODES[ins[0]].block
+        if kind in (op.OPENS, op.LOOP_OPENS):
+            opened.append(pc)
+        elif kind == op.CLOSES:
+            start = opened.pop()
+            if f.code[start][0] != op.FORNUM:
+                continue
+            var = f.code[start][1]
+            if not any(var == body[i] for body in f.code[start + 1:pc]
+                       for i, operand in enumerate(op.OPCODES[body[0]].operands, start=1)
+                       if operand == "w"):
+                found[start] = pc
+    return found
 
 
 def leaf_loops(f: Function) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:

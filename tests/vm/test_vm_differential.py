@@ -95,3 +95,35 @@ def test_printf_matches_the_c_library(flags, width, precision, conv, number, tex
     main = main_fn([("LOADK", 1, K(spec + conv)), ("LOADK", 2, K(value)),
                     ("CALLB", 3, "printf", 1, 2), ("RETURN0",)])
     assert start(prog(main)).text() == c_format(c_spec, value)
+
+
+def _script_output(source: str) -> str:
+    lang = pytest.importorskip("ktapctl.lang")
+    run = start(lang.compile_source(source, "t.kp"))
+    return run.text() if run.ok else run.errors()[0].message
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(INT64_MIN, INT64_MAX - 2), int64, int64)
+def test_loop_arithmetic_wraps_whatever_the_signs(start_value, k, first):
+    # The translator drops overflow tests that operand signs rule out (a
+    # loop variable counting up from a non-negative start, constants); the
+    # loop variable is also read after an inner block.
+    source = (f"var t = {{}}\nt[1] = {first}\nvar k = {k}\n"
+              f"for (i = {start_value}, {start_value} + 2) {{\n"
+              f"  if (i == 0) {{ print(\"zero\") }}\n"
+              f"  print(i + {k}, i - {k}, {k} - i, {k} + i, i + k, i - k, k - i)\n"
+              f"  t[1] += i\n  print(t[1])\n}}\n"
+              f"for (i = {start_value} + 2, {start_value}, -1) {{ print(i - {k}, i + {k}) }}\n")
+    expected = ""
+    total = first
+    for i in range(start_value, start_value + 3):
+        if i == 0:
+            expected += "zero\n"
+        row = (i + k, i - k, k - i, k + i, i + k, i - k, k - i)
+        expected += "\t".join(str(wrap(x)) for x in row) + "\n"
+        total = wrap(total + i)
+        expected += f"{total}\n"
+    for i in range(start_value + 2, start_value - 1, -1):
+        expected += f"{wrap(i - k)}\t{wrap(i + k)}\n"
+    assert _script_output(source) == expected
