@@ -6,13 +6,15 @@ same bytecode assembled by hand) and run through ``Machine.run_handler``
 with a FakeEvent,
 next to a plain Python function given the same event that does the same
 work (same dict update, same loop, same formatting).  Both run in the
-same process, interleaved, best of several rounds; the ratio is what
-matters (target <= 3x).  Not a test: it prints numbers.
+same process, interleaved, best of several rounds, and the whole is
+repeated: the median ratio over the repeats is what matters (target <= 3x),
+with the spread shown beside it.  Not a test: it prints numbers.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 
@@ -131,33 +133,54 @@ def case_call():
     return m, reg, plain, records
 
 
-def measure(iterations: int, rounds: int = 25) -> None:
+def _time(function, reg, event, iterations: int) -> float:
+    """ns per call of function(reg, event) (or function(event) when reg is None)."""
+    if reg is None:
+        t0 = time.perf_counter_ns()
+        for _ in range(iterations):
+            function(event)
+        return (time.perf_counter_ns() - t0) / iterations
+    t0 = time.perf_counter_ns()
+    for _ in range(iterations):
+        function(reg, event)
+    return (time.perf_counter_ns() - t0) / iterations
+
+
+def measure(iterations: int, repeats: int = 7, rounds: int = 5) -> None:
+    """Each repeat visits every case (in a rotated order) for ``rounds``
+    rounds of VM then plain then plain then VM, keeping each side's best;
+    the ratio of those bests is the repeat's reading.  Printed: the median
+    reading over the repeats and their spread, so that one noisy moment on
+    a shared machine cannot make or break a number."""
     event = FakeEvent(execname="bash", pid=1234)
-    print(f"{'handler':40s} {'vm ns':>8s} {'plain ns':>9s} {'ratio':>6s}")
     cases = [case_count_by_execname, case_counter, case_loop10, case_printf]
     try:
         import ktapctl.lang  # noqa: F401 - the call case has no hand-assembled fallback
         cases.append(case_call)
     except ImportError:
         pass
-    for case in cases:
-        m, reg, plain, records = case()
-        run = m.run_handler
-        best_vm = best_plain = float("inf")
-        for _ in range(rounds):
-            t0 = time.perf_counter_ns()
-            for _ in range(iterations):
-                run(reg, event)
-            t1 = time.perf_counter_ns()
-            for _ in range(iterations):
-                plain(event)
-            t2 = time.perf_counter_ns()
-            records.clear()  # keep memory (and the GC's work) flat between rounds
-            best_vm = min(best_vm, (t1 - t0) / iterations)
-            best_plain = min(best_plain, (t2 - t1) / iterations)
-        assert not m.failed
-        print(f"{case.__doc__:40s} {best_vm:8.0f} {best_plain:9.0f} {best_vm / best_plain:6.2f}")
+    built = [(case.__doc__, *case()) for case in cases]
+    readings: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in built}
+    for repeat in range(repeats):
+        shift = repeat % len(built)
+        for name, m, reg, plain, records in built[shift:] + built[:shift]:
+            best_vm = best_plain = float("inf")
+            for _ in range(rounds):
+                best_vm = min(best_vm, _time(m.run_handler, reg, event, iterations))
+                best_plain = min(best_plain, _time(plain, None, event, iterations))
+                best_plain = min(best_plain, _time(plain, None, event, iterations))
+                best_vm = min(best_vm, _time(m.run_handler, reg, event, iterations))
+                records.clear()  # keep memory (and the GC's work) flat between rounds
+            assert not m.failed
+            readings[name].append((best_vm, best_plain))
+    print(f"{'handler':40s} {'vm ns':>7s} {'plain ns':>8s} {'ratio':>6s}  {'(min-max)':>11s}")
+    for name, pairs in readings.items():
+        ratios = sorted(v / p for v, p in pairs)
+        vm_ns = statistics.median(v for v, _ in pairs)
+        plain_ns = statistics.median(p for _, p in pairs)
+        print(f"{name:40s} {vm_ns:7.0f} {plain_ns:8.0f} {statistics.median(ratios):6.2f}"
+              f"  ({ratios[0]:.2f}-{ratios[-1]:.2f})")
 
 
 if __name__ == "__main__":
-    measure(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000)
+    measure(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
