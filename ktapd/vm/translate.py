@@ -38,11 +38,15 @@ bookkeeping on the hot path.
 
 The handful of peepholes (integer constants folded into arithmetic and
 ``+=`` when a register is known, in straight-line code, to hold one) only
-remove type checks that cannot fail.  This module must not import the
+remove type checks that cannot fail, overflow tests that operand signs
+rule out, and stores of integer constants that nothing reads by name
+(every use got the literal).  This module must not import the
 probes, trio or ktapctl.
 """
 
 from __future__ import annotations
+
+import re
 
 from ktapd.vm import compact
 from protocol import limits as L
@@ -57,6 +61,9 @@ MIN = repr(L.INT64_MIN)
 # Event variables read as plain attributes of the context (argN and argstr
 # have their own templates below).
 _PLAIN_EVENT_ATTRS = {"pid", "tid", "uid", "cpu", "execname", "probename"}
+# Those the EventContext protocol types as str (ktapd/vm/context.py): as
+# table keys they need no normalising.
+_STR_EVENT_ATTRS = {"execname", "probename"}
 
 
 class Source:
@@ -196,9 +203,14 @@ class _FunctionTranslator:
         self.const: dict[int, str] = {}  # register -> literal int it holds
         self.ints: set[int] = set()  # registers known to hold an int
         self.nonneg: set[int] = set()  # registers known to hold an int >= 0
+        self.strs: set[int] = set()  # registers known to hold a str
         # Loop variables the loop's body never writes: what is known of them
         # holds in the whole body.  register -> (known int, known >= 0).
         self.pinned: dict[int, tuple[bool, bool]] = {}
+        # Integer constant stores that may be dead: register -> line index.
+        self.pending: dict[int, int] = {}
+        # (register, line) of pending stores the current instruction overwrites
+        self.overwritten: list[tuple[int, int]] = []
         self.origin: dict[int, int] = {}  # register -> upvalue it was read from
         # Registers that only ever receive integers hold an int whenever they
         # are read (they start at 0 instead of nil), so their type tests go.
@@ -214,10 +226,37 @@ class _FunctionTranslator:
     def emit(self, text: str) -> None:
         self.src.add(self.depth, text, (self.index, self.pc))
 
+    # Dead constant stores.  ``rA = 5`` is emitted at once and remembered
+    # while straight-line code runs on; if the function returns, or the
+    # instruction overwriting rA ends, and no line since names rA except as
+    # the target of an assignment, the store is dead and becomes ``pass``
+    # (no bytecode).  Any block boundary or break keeps every store.
+    def keep_constants(self) -> None:
+        self.pending.clear()
+
+    def drop_dead_constants(self, stores) -> None:
+        """Turn each (register, line) store that no later line reads into ``pass``."""
+        lines = self.src.lines
+        for reg, at in stores:
+            if len(lines) - at > _DEAD_STORE_WINDOW:
+                continue
+            name = f"r{reg}"
+            used = re.compile(rf"\b{name}\b")
+            for line in lines[at + 1:]:
+                text = line.lstrip()
+                if text.startswith(name + " = "):
+                    text = text[len(name) + 3:]
+                if used.search(text):
+                    break
+            else:
+                lines[at] = lines[at][:len(lines[at]) - len(lines[at].lstrip())] + "pass"
+
     def forget(self) -> None:
+        self.keep_constants()
         self.const.clear()
         self.ints.clear()
         self.nonneg.clear()
+        self.strs.clear()
         self.origin.clear()
         for reg, (is_int, nonneg) in self.pinned.items():
             if is_int:
@@ -226,9 +265,12 @@ class _FunctionTranslator:
                 self.nonneg.add(reg)
 
     def wrote(self, reg: int) -> None:
+        if reg in self.pending:
+            self.overwritten.append((reg, self.pending.pop(reg)))
         self.const.pop(reg, None)
         self.ints.discard(reg)
         self.nonneg.discard(reg)
+        self.strs.discard(reg)
         self.origin.pop(reg, None)
 
     def reg(self, r: int) -> str:
@@ -249,13 +291,14 @@ class _FunctionTranslator:
         self.src.strings[name] = self.f.upvalues[up].name
         return name
 
-    def key(self, r: int) -> None:
-        """Emit ``_k`` = the dict key for register r."""
-        if self.is_int(r):  # integers are their own keys
-            self.emit(f"_k = {self.reg(r)}")
-            return
+    def key(self, r: int) -> str:
+        """The dict key for register r: the register itself when it is known
+        to hold an int or a str (their own keys), else ``_k``, emitted here."""
+        if self.is_int(r) or r in self.strs:
+            return self.reg(r)
         self.emit(f"_k = r{r}")
         self.emit("if _k.__class__ is not str and _k.__class__ is not int: _k = _key(_k)")
+        return "_k"
 
     def is_int(self, r: int) -> bool:
         return r in self.ints or r in self.const or r in self.static_ints
@@ -332,6 +375,12 @@ class _FunctionTranslator:
         for pc, ins in enumerate(f.code):
             self.pc = pc
             templates[ins[0]](self, *ins[1:])
+            if self.overwritten:
+                self.drop_dead_constants(self.overwritten)
+                self.overwritten.clear()
+            if ins[0] in _RETURNS:  # no path goes on from here
+                self.drop_dead_constants(list(self.pending.items()))
+                self.pending.clear()
         if self.entry:
             self.depth = 3
             if not f.code or f.code[-1][0] not in (op.RETURN, op.RETURN0, op.TAILCALL):
@@ -379,8 +428,10 @@ class _FunctionTranslator:
 def _move(t: _FunctionTranslator, a: int, b: int) -> None:
     t.emit(f"r{a} = {t.reg(b)}")
     const, is_int, origin = t.const.get(b), b in t.ints, t.origin.get(b)
-    nonneg = b in t.nonneg
+    nonneg, is_str = b in t.nonneg, b in t.strs
     t.wrote(a)
+    if is_str:
+        t.strs.add(a)
     if const is not None:
         t.const[a] = const
     if is_int:
@@ -399,12 +450,15 @@ def _loadk(t: _FunctionTranslator, a: int, k: int) -> None:
     elif value.__class__ is int:
         literal = repr(int(value))
         t.emit(f"r{a} = {literal}")
+        if not t.compact:
+            t.pending[a] = len(t.src.lines) - 1
         t.const[a] = f"({literal})" if value < 0 else literal
         t.ints.add(a)
         if value >= 0:
             t.nonneg.add(a)
     else:
         t.emit(f"r{a} = {t.string_const(k)}")
+        t.strs.add(a)
 
 
 def _loadnil(t, a):
@@ -461,38 +515,38 @@ def _table(t, r: int) -> str:
 
 def _gettable(t, a, b, c):
     table = _table(t, b)
-    t.key(c)
+    key = t.key(c)
     t.wrote(a)
-    t.emit(f"r{a} = {table}.d.get(_k)")
+    t.emit(f"r{a} = {table}.d.get({key})")
 
 
 def _settable(t, a, b, c):
     table = _table(t, a)
-    t.key(b)
+    key = t.key(b)
     name = t.table_name(a)
-    full = f"if len(_d) >= {table}.limit and _k not in _d: _tfull({table}, {name})"
-    if c in t.const:  # a known number is never nil
+    full = f"if len(_d) >= {table}.limit and {key} not in _d: _tfull({table}, {name})"
+    if c in t.const or c in t.strs:  # never nil
         t.emit(f"_d = {table}.d")
         t.emit(full)
-        t.emit(f"_d[_k] = {t.const[c]}")
+        t.emit(f"_d[{key}] = {t.reg(c)}")
         return
-    t.emit(f"if r{c} is None: {table}.d.pop(_k, None)")
+    t.emit(f"if r{c} is None: {table}.d.pop({key}, None)")
     t.emit("else:")
     t.depth += 1
     t.emit(f"_d = {table}.d")
     t.emit(full)
-    t.emit(f"_d[_k] = r{c}")
+    t.emit(f"_d[{key}] = r{c}")
     t.depth -= 1
 
 
 def _addtable(t, a, b, c):
     table = _table(t, a)
-    t.key(b)
+    key = t.key(b)
     name = t.table_name(a)
     if not t.is_int(c):
         t.emit(f"if r{c}.__class__ is not int: _arith(r{c})")
     t.emit(f"_d = {table}.d")
-    t.emit("_o = _d.get(_k)")
+    t.emit(f"_o = _d.get({key})")
     # An existing entry must be a number; a new one counts as 0 and must fit.
     t.emit("if _o.__class__ is not int:")
     t.emit("    if _o is not None: _arith(_o)")
@@ -502,7 +556,7 @@ def _addtable(t, a, b, c):
     test = _out_of_range("_o", low=c not in t.nonneg, high=not t.is_nonpositive(c))
     if test:
         t.emit(f"if {test}: _o = _wrap(_o)")
-    t.emit("_d[_k] = _o")
+    t.emit(f"_d[{key}] = _o")
 
 
 def _out_of_range(name: str, *, low: bool, high: bool) -> str:
@@ -541,7 +595,7 @@ def _arith(symbol: str):
             t.emit(f"if {test}: r{a} = _wrap(r{a})")
         if opened:
             t.depth -= 1
-            t.emit(f"else: _arith(r{b}, r{c})")
+            t.emit(f"else: _arith({t.reg(b)}, {t.reg(c)})")
         t.wrote(a)
         t.ints.add(a)
     return template
@@ -563,6 +617,7 @@ def _concat(t, a, b, c):
     t.depth -= 1
     t.emit(f"else: r{a} = _concat(r{b}, r{c}, {t.slim})")
     t.wrote(a)
+    t.strs.add(a)
 
 
 def _eq(t, a, b, c):
@@ -583,7 +638,7 @@ def _order(symbol: str):
         t.emit(f"r{a} = {t.reg(b)} {symbol} {t.reg(c)}")
         if opened:
             t.depth -= 1
-            t.emit(f"else: _cmperr(r{b}, r{c})")
+            t.emit(f"else: _cmperr({t.reg(b)}, {t.reg(c)})")
         t.wrote(a)
     return template
 
@@ -603,7 +658,9 @@ def _neg(t, a, b):
 
 
 def _if(t, a):
-    # Knowledge from before the IF still holds inside its body.
+    # Knowledge from before the IF still holds inside its body; constant
+    # stores before it are kept (the body may not run).
+    t.keep_constants()
     t.emit(f"if r{a} is not None and r{a} is not False:")
     t.depth += 1
     t.emit("pass")
@@ -790,6 +847,7 @@ def _charge_copy(t, size: str) -> None:
 
 
 def _break(t):
+    t.keep_constants()
     t.emit("break")
 
 
@@ -856,6 +914,8 @@ def _evar(t, a, e):
     t.wrote(a)
     if name in _PLAIN_EVENT_ATTRS:
         t.emit(f"r{a} = E.{name}")
+        if name in _STR_EVENT_ATTRS:
+            t.strs.add(a)
     elif name == "argstr":
         t.emit(f"r{a} = _EvStr(E.argstr)")
     else:  # arg0..arg9: wrap anything wider than int64 (u64 fields)
@@ -871,6 +931,11 @@ def _efield(t, a, k):
 def _register(t, p, r):
     t.emit(f"_register({int(p)}, r{r})")
 
+
+# How many generated lines back a constant store is still looked at (keeps
+# the dead-store check linear in the size of the function).
+_DEAD_STORE_WINDOW = 64
+_RETURNS = frozenset((op.RETURN, op.RETURN0, op.TAILCALL))
 
 # Builtins whose result is always a number (for int_registers).
 _INT_BUILTINS = frozenset(
