@@ -73,10 +73,12 @@ KTAPCTL = str(ROOT / ".venv" / "bin" / "ktapctl")
 TARGET_S = 0.3
 
 
-def wall(cmd: list[str], env: dict | None = None, runs: int = 10) -> float:
-    """Median wall-clock seconds of ``cmd`` (one warm-up run first)."""
+def wall(cmd: list[str], env: dict | None = None, runs: int = 10, pause: float = 0.0) -> float:
+    """Median wall-clock seconds of ``cmd`` (one warm-up run first),
+    ``pause`` seconds apart."""
     times = []
     for i in range(runs + 1):
+        time.sleep(pause)
         start = time.perf_counter()
         result = subprocess.run(cmd, env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
@@ -125,12 +127,20 @@ def main() -> int:
     with ktapd_socket() as sock:
         env = dict(os.environ, KTAP_SOCKET=sock)
         row(
-            "ktapctl status   (a one-shot request: no compiler, no trio)",
+            "ktapctl status   (a one-shot request: no compiler)",
             wall([KTAPCTL, "status"], env=env, runs=runs),
             base,
         )
         through_daemon = wall([KTAPCTL, "-e", "print(1)"], env=env, runs=runs)
         row("ktapctl -e 'print(1)'   (running daemon)", through_daemon, base)
+        # Back to back, each session may find the daemon's spare worker
+        # still importing (it was started by the previous session); a
+        # person typing commands gives it time.
+        row(
+            "ktapctl -e 'print(1)'   (runs 0.5 s apart)",
+            wall([KTAPCTL, "-e", "print(1)"], env=env, runs=runs, pause=0.5),
+            base,
+        )
         embedded = wall([KTAPCTL, "--embedded", "-e", "print(1)"], runs=runs)
         row("ktapctl --embedded -e 'print(1)'", embedded, base)
         verdict = "OK" if through_daemon - base <= TARGET_S else "OVER"
