@@ -63,9 +63,9 @@ def settable(t: object, k: object, v: object, name: str | None) -> None:
 def addtable(t: object, k: object, v: object, name: str | None) -> None:
     if t.__class__ is not Table:
         not_table(t)
+    k = table_key(k)  # a nil key is reported before a bad value, as inline
     if v.__class__ is not int:
         arith_error(v)
-    k = table_key(k)
     d = t.d
     old = d.get(k)
     if old.__class__ is not int:
