@@ -240,7 +240,8 @@ class Machine:
 
         source = translate.translate_program(
             self.program, string_bytes=limits.string_bytes,
-            table_entries=limits.table_entries, call_depth=limits.call_depth)
+            table_entries=limits.table_entries, call_depth=limits.call_depth,
+            handler_steps=limits.handler_steps)
         self._origin = source.origin
         ns: dict = {"__builtins__": {}}
         ns.update(_HELPERS)

@@ -86,8 +86,10 @@ class Source:
 
 
 def translate_program(program: Program, *, string_bytes: int, table_entries: int,
-                      call_depth: int) -> Source:
-    """The whole program as one module's source (call after verify())."""
+                      call_depth: int, handler_steps: int | None = None) -> Source:
+    """The whole program as one module's source (call after verify()).
+    ``handler_steps``, when given, lets inline handlers start their budget
+    from a literal (it must equal the machine's HSTEPS)."""
     src = Source()
     # A large program gets one line per instruction (compact.py): CPython's
     # compiler cost grows with the lines of the whole module.
@@ -96,6 +98,7 @@ def translate_program(program: Program, *, string_bytes: int, table_entries: int
     settings = (string_bytes, table_entries, call_depth)
     for index, function in enumerate(program.functions):
         _FunctionTranslator(src, program, index, function, *settings, use_compact).run()
+    settings += (handler_steps,)
     _dispatch(src, program, settings, () if use_compact else registered_functions(program))
     return src
 
@@ -120,8 +123,9 @@ def _dispatch(src: Source, program: Program, settings: tuple, handlers) -> None:
         add(2, "_n = _reg.inline")
     for slot, index in enumerate(handlers[:MAX_INLINE_HANDLERS], start=1):
         add(2, f"if _n == {slot}:")
-        body = _FunctionTranslator(src, program, index, program.functions[index], *settings,
-                                   False, entry=True)
+        *limits, handler_steps = settings
+        body = _FunctionTranslator(src, program, index, program.functions[index], *limits,
+                                   False, entry=True, handler_steps=handler_steps)
         body.run()
         src.inline.append((index, body.cell_names))
     add(2, "E = P if _ev is None else _ev")
@@ -185,8 +189,10 @@ class _FunctionTranslator:
 
     def __init__(self, src: Source, program: Program, index: int, f: Function,
                  string_bytes: int, table_entries: int, call_depth: int, use_compact: bool,
-                 entry: bool = False):
+                 entry: bool = False, handler_steps: int | None = None):
         assert not (entry and use_compact), "inline handlers use the inline templates"
+        self.handler_steps = handler_steps
+        self.first_step_at: int | None = None  # entry: pc of a step charged from a literal
         self.src = src
         self.entry = entry
         self.cell_names: tuple[str, ...] = ()  # entry: the cells unpacked from reg.cells
@@ -309,6 +315,10 @@ class _FunctionTranslator:
         return literal is not None and (literal == "0" or literal.startswith("("))
 
     def step(self) -> None:
+        if self.pc == self.first_step_at:  # the budget is still whole: no arithmetic
+            steps = int(self.handler_steps) - 1
+            self.emit(f"S = {steps}" if steps >= 0 else "_budget()")
+            return
         self.emit(f"{self.budget} -= 1")
         self.emit(f"if {self.budget} < 0: _budget()")
 
@@ -407,11 +417,26 @@ class _FunctionTranslator:
         spends = numbers & {op.CALL, op.TAILCALL} or any(
             ins[0] == op.CALLB and ins[2] == _PRINT_HIST for ins in self.f.code)
         if self.budget == "S" and spends:
-            self.emit("S = HSTEPS")
+            self.first_step_at = self.first_call()
+            if self.first_step_at is None:
+                self.emit("S = HSTEPS")
         used = upvalues_used(self.functions, self.f)
         if used:
             self.cell_names = tuple(f"u{i}" for i in used)
             self.emit(f"{', '.join(self.cell_names)}, = _reg.cells")
+
+    def first_call(self) -> int | None:
+        """The pc of a CALL that spends the first step of an inline handler
+        whose start is straight-line code (if handler_steps is known)."""
+        if self.handler_steps is None:
+            return None
+        for pc, ins in enumerate(self.f.code):
+            if ins[0] == op.CALL:
+                return pc
+            if (op.OPCODES[ins[0]].block != op.FLAT or ins[0] in (op.BREAK, op.TAILCALL)
+                    or (ins[0] == op.CALLB and ins[2] == _PRINT_HIST)):
+                return None
+        return None
 
     def leave(self) -> None:
         """An inline handler's return: flush its output, report success.

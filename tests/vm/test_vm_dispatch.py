@@ -167,3 +167,16 @@ def test_registered_handler_without_arguments_sees_nil_parameters():
     handler = fn([("CALLB", 2, "print", 0, 2), ("RETURN0",)], nparams=2, name="h")
     run = start(prog(main, handler, probes=[TICK]))
     assert run.ok and run.fire(None) and run.text() == "nil\tnil\n"
+
+
+@pytest.mark.parametrize("steps, ok", [(0, False), (1, False), (2, True), (3, True)])
+def test_a_handler_whose_first_act_is_a_call_is_charged_exactly(steps, ok):
+    # f() then g() inside it: two steps.  The inline body charges the first
+    # from a literal budget.
+    run = script("function g() { return 1 }\nfunction f() { return g() + 1 }\n"
+                 "var n = 0\ntrace syscalls:sys_enter_openat { n = f()\n print(n) }",
+                 limits=RuntimeLimits(handler_steps=steps))
+    assert run.fire(EVENT) is ok
+    assert run.text() == ("2\n" if ok else "")
+    if not ok:
+        assert run.errors()[0].message == "loop execute count exceed max limit"
