@@ -253,7 +253,9 @@ _FAST_HEAD = struct.Struct("<IHHQ")  # what the drain loop itself reads: header,
 # mmap()ed memory every time (glibc's threshold is 128 KiB) and their page
 # faults cost more than the copy.  A record may be up to 64 KiB.
 _CHUNK = 64 * 1024
-_RUN_UNPACKERS: dict = {}  # record size -> iter_unpack of (header, identifier) per record
+# Distinct (header, identifier) keys remembered per record size: a few per
+# event (the header's misc bits vary); the bound only guards against junk.
+_MAX_RUN_KEYS = 1024
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LOST = struct.Struct("<QQ")
@@ -298,6 +300,9 @@ class RingSet:
         self.targets_by_desc = [Target(d, self.tasks) for d in opened.descs]
         self.targets: dict[int, Target] = {}  # sample identifier -> target
         self.fast_targets: dict[int, Target] = {}  # the ones the drain's fast path takes
+        # record size -> (iter_unpack of each record's first 16 bytes,
+        # {those 16 bytes (header, identifier): target}): see _drain_ring
+        self._runs: dict[int, tuple] = {}
         self.rings: list[Ring] = []
         self.lost = 0  # samples the kernel reported lost so far (PERF_RECORD_LOST)
         self.delivered = 0
@@ -396,25 +401,29 @@ class RingSet:
         # The hot loop.  What lies between tail and head is copied out in
         # slices of up to _CHUNK bytes; events point into those copies, so
         # the kernel may reuse the ring as soon as the tail moves and no
-        # per-event copy is needed.  For tracepoint samples the loop reads
-        # only the header and identifier (with iter_unpack over runs of
-        # same-sized records, the common case) and makes an Event of three
-        # references; anything else (call chains, timers, side-band records)
-        # takes _slow_record, and so does a record wrapping around the end.
-        # A record counts as consumed before its handler runs, so a handler
-        # that raises loses its own event, never replays earlier ones.
+        # per-event copy is needed.  Tracepoint samples come in runs of
+        # same-sized records: one iter_unpack walks a run and yields each
+        # record's first 16 bytes (header and identifier) as one bytes
+        # key, which names the target (RingSet._runs; the key holds the
+        # size, so a record of another size ends the run).  Per sample the
+        # loop then does one compare and builds a three-reference Event;
+        # the key is looked up only when it changes.  Anything else (call
+        # chains, timers, side-band records) takes _slow_record, and so
+        # does a record wrapping around the end.  A record counts as
+        # consumed before its handler runs, so a handler that raises loses
+        # its own event, never replays earlier ones.
         mm, size, mask, base = ring.mm, ring.size, ring.size - 1, _PAGE
         fast_targets = self.fast_targets
         fast_unpack = _FAST_HEAD.unpack_from
+        runs = self._runs
         event_cls = Event
-        runs = _RUN_UNPACKERS
-        new = object.__new__
+        fast_size = _FAST_SIZE
         n = counted = pos = 0
         tail = chunk_tail = ring.tail
         try:
             while True:
                 head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
-                if head == tail:
+                if head <= tail:  # (never below, unless the control page is clobbered)
                     break
                 while tail < head:
                     off = tail & mask
@@ -422,34 +431,50 @@ class RingSet:
                     chunk = mm[base + off:base + off + span]
                     view = memoryview(chunk)
                     chunk_tail, pos = tail, 0
-                    fast_end = span - _FAST_SIZE
+                    fast_end = span - fast_size
                     while pos < span:
                         if pos <= fast_end:
                             rtype, _misc, rsize, ident = fast_unpack(chunk, pos)
-                            if (rtype == _SAMPLE and pos + rsize <= span
+                            if (rtype == _SAMPLE and fast_size <= rsize <= span - pos
                                     and ident in fast_targets):
-                                # A run of samples of this size: one iter_unpack
-                                # walks them; it stops at the first record that
-                                # is not one of them (pos then points at it).
                                 run = runs.get(rsize)
                                 if run is None:
-                                    run = runs[rsize] = struct.Struct(
-                                        f"<IHHQ{rsize - 16}x").iter_unpack
-                                run_end = pos + (span - pos) // rsize * rsize
-                                for rtype, _misc, size_, ident in run(view[pos:run_end]):
-                                    if rtype != _SAMPLE or size_ != rsize:
-                                        break
-                                    target = fast_targets.get(ident)
-                                    if target is None:
-                                        break
-                                    counted += 1
-                                    pos += rsize
-                                    # (inline: cheaper than calling Event(), measured)
-                                    ev = new(event_cls)
-                                    ev.target = target
-                                    ev.raw = chunk
-                                    ev.start = pos - rsize + _FAST_SIZE
-                                    handler(ev)
+                                    run = runs[rsize] = (struct.Struct(
+                                        f"<16s{rsize - 16}x").iter_unpack, {})
+                                unpack_run, keys = run
+                                key = bytes(view[pos:pos + 16])
+                                if key not in keys:
+                                    if len(keys) >= _MAX_RUN_KEYS:
+                                        keys.clear()
+                                    keys[key] = fast_targets[ident]
+                                lookup = keys.get
+                                last = target = None
+                                # ``start``: where the current record's raw data
+                                # begins; consumed = everything before it.
+                                start = pos + fast_size - rsize
+                                try:
+                                    for (key,) in unpack_run(
+                                            view[pos:pos + (span - pos) // rsize * rsize]):
+                                        start += rsize
+                                        if key != last:
+                                            target = lookup(key)
+                                            if target is None:
+                                                break
+                                            last = key
+                                        # (no __init__: cheaper than Event(...), measured)
+                                        ev = event_cls()
+                                        ev.target = target
+                                        ev.raw = chunk
+                                        ev.start = start
+                                        handler(ev)
+                                    else:
+                                        start += rsize
+                                except BaseException:
+                                    start += rsize  # the raising handler's record is consumed
+                                    raise
+                                finally:
+                                    counted += (start - fast_size - pos) // rsize
+                                    pos = start - fast_size
                                 continue
                         rsize = _HEADER.unpack_from(chunk, pos)[2]
                         if pos + rsize > span:
@@ -490,7 +515,7 @@ class RingSet:
         if target.countable:
             self.counted_seen += 1
         if target.fast:  # a wrapped record, now contiguous: same layout as the fast path
-            handler(Event(target, bytes(buf[pos:pos + rsize]), _FAST_SIZE))
+            handler(Event.at(target, bytes(buf[pos:pos + rsize]), _FAST_SIZE))
             return 1
         p = pos + _SAMPLE_HEAD_SIZE
         if target.weighted:
