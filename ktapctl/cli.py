@@ -339,12 +339,21 @@ def is_bytecode(path: str, data: bytes) -> bool:
 
 
 def _compile(text: str, name: str):
+    # Run again, a script's bytecode comes from the per-user cache without
+    # importing the compiler (ktapctl/program_cache.py says when it is used).
+    from ktapctl import program_cache
+
+    program = program_cache.load(text, name)
+    if program is not None:
+        return program
     from ktapctl.lang import CompileError, compile_source
 
     try:
-        return compile_source(text, name)
+        program = compile_source(text, name)
     except CompileError as exc:
         raise ScriptError(str(exc), EXIT_COMPILE) from None
+    program_cache.store(text, name, program)
+    return program
 
 
 # --- main ----------------------------------------------------------------------
