@@ -16,8 +16,10 @@ Rules that keep this safe (the verifier has already checked every index):
   constants, None and booleans are written as literals, via ``int.__repr__``.
 - The generated module sees no Python builtins (``__builtins__`` is empty);
   every helper it calls is put into its namespace by the machine.
-- Every loop pass and every call decrements the global step budget ``S``;
-  non-tail calls also count depth ``D``.  ``return f(x)`` returns a
+- Every loop pass and every call decrements the global step budget ``S``
+  (a local ``s`` in functions with loops, synced around calls); non-tail
+  calls pass their depth on as the keyword argument ``_depth``, checked
+  against the call depth limit.  ``return f(x)`` returns a
   ``_Tail`` that the caller's trampoline runs, so tail calls use no Python
   stack.
 
@@ -29,8 +31,11 @@ second translation of its body, inline, selected by ``reg.inline``; the
 handler's upvalue cells come from ``reg.cells``.  So an event costs one
 Python frame, not two, and the inline body sets the event (``E``) and the
 budget (``S``) only if it can read them, and checks for output only if it
-can write some.  Any other registered function runs through the generic
-tail of run_handler, which calls it.
+can write some (or may call a script function that can).  Any other
+registered function, and any past ``MAX_INLINE_HANDLERS``, runs through
+the generic tail of run_handler, which calls it.  The machine pairs each
+registered closure with its slot by the closure's code object and reads
+the cells out of the closure (Machine._inline_copy).
 
 ``Source.origin`` maps each generated source line back to (function, pc), so a
 run-time error can name the script line without per-instruction
