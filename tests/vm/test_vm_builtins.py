@@ -214,3 +214,19 @@ def test_ipof_symbolises_when_the_machine_can():
     named = script(src, symbolize=lambda addr: f"sym_{addr & 0xff}")
     assert named.text() == "sym_16\n"
     assert [r for r in named.records if isinstance(r, Histogram)][0].rows == (("sym_0", 1),)
+
+
+def test_printf_limits_are_each_machines_own():
+    # The same format, first under a generous line limit, then a small one:
+    # what one machine parsed must not let the other skip its width check.
+    fmt = "printf(\"%60d|%s\\n\", 7, execname)"
+    assert output(fmt) == " " * 59 + "7|" + output("print(execname)")
+    small = RuntimeLimits(output_line_bytes=50)
+    assert output(fmt, limits=small) == "error: printf: width or precision larger than 50\n"
+    assert output(fmt) == " " * 59 + "7|" + output("print(execname)")
+
+
+def test_printf_of_an_event_string_format():
+    run = script("trace syscalls:sys_enter_openat { printf(argstr) printf(\"%s|%d\\n\", argstr, pid) }")
+    assert run.fire(EVENT)
+    assert run.text() == f"{EVENT.argstr}{EVENT.argstr}|42\n"
