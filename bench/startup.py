@@ -7,7 +7,9 @@
    bpftrace's ``tracepoint:syscalls:sys_enter_getppid {}`` with ``-c true``
    (bpftrace is installed with apt-get when missing and we are root).
 
-Prints medians of N runs (default 10; argv[1] changes it).  The daemon
+Prints medians of N runs (default 10; argv[1] changes it), back to back
+unless a row says otherwise.  ktapctl's compile cache is on (a script run
+again skips the compiler), except in the row that says it is off.  The daemon
 is the one at $KTAP_SOCKET or the default socket when it answers, else
 this checkout's ktapd started on a private socket for the run
 (``ktapd_socket``, also used by bench/latency.py).  This module
@@ -151,6 +153,10 @@ def main() -> int:
         trace = [KTAPCTL, "-q", "-e", "trace syscalls:sys_enter_getppid {}", "--", true]
         ours = wall(trace, env=env, runs=runs)
         row("ktapctl -q -e 'trace syscalls:sys_enter_getppid {}' -- true", ours)
+        # After the warm-up run every row above finds its bytecode in the
+        # compile cache (ktapctl/program_cache.py); this one compiles.
+        uncached = wall(trace, env=dict(env, KTAP_COMPILE_CACHE="0"), runs=runs)
+        row("  the same, compile cache off (KTAP_COMPILE_CACHE=0)", uncached)
         bt = bpftrace()
         if bt is None:
             print("  bpftrace: not available (not root, or apt-get failed)")
@@ -160,7 +166,7 @@ def main() -> int:
                 runs=runs,
             )
             row("bpftrace -e 'tracepoint:syscalls:sys_enter_getppid {}' -c true", theirs)
-            print(f"  ktapctl / bpftrace: x{ours / theirs:.2f}")
+            print(f"  ktapctl / bpftrace: x{ours / theirs:.2f}  (compile cache off: x{uncached / theirs:.2f})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""ktapctl: the ktap client (command line, trio client, renderers) and, in
+"""ktapctl: the ktap client (command line, session client, compile cache, renderers) and, in
 ktapctl/lang, the compiler.
 
 Kept empty of imports so that ``ktapctl -V`` loads nothing it does not
