@@ -350,6 +350,7 @@ class _FunctionTranslator:
     def run(self) -> None:
         f = self.f
         self.pc = 0
+        first_line = len(self.src.lines)
         if self.entry:
             # Inside run_handler's ``if _n == slot:`` (which sits in its try).
             self.depth = 3
@@ -400,9 +401,11 @@ class _FunctionTranslator:
             self.depth = 3
             if not f.code or f.code[-1][0] not in (op.RETURN, op.RETURN0, op.TAILCALL):
                 self.leave()  # never fall through to the generic call
-            return
-        self.depth = 1
-        self.emit(f"return f{self.index}")
+        else:
+            self.depth = 1
+            self.emit(f"return f{self.index}")
+        if not self.compact:  # (compact mode exists to keep loading cheap)
+            drop_unread_constants(self.src.lines, first_line)
 
     def entry_prologue(self) -> None:
         """What a handler needs set before its inline body runs: the event
@@ -960,6 +963,34 @@ def _efield(t, a, k):
 
 def _register(t, p, r):
     t.emit(f"_register({int(p)}, r{r})")
+
+
+_REGISTER_NAME = re.compile(r"\br([0-9]+)\b")
+_ASSIGNED = re.compile(r"r([0-9]+) = ")
+_CONSTANT_STORE = re.compile(r"r([0-9]+) = \(?-?[0-9]+\)?")
+
+
+def drop_unread_constants(lines: list[str], first: int) -> None:
+    """In one function's lines (from ``first``): a register no line names
+    except as the target of an assignment is never read, so storing an
+    integer literal into it does nothing; such stores become ``pass``.
+    (Each inline handler body in run_handler counts as a function: every
+    body sets up the registers it reads.)"""
+    read: set[str] = set()
+    stores: list[int] = []
+    for at in range(first, len(lines)):
+        text = lines[at].lstrip()
+        target = _ASSIGNED.match(text)
+        if target is not None:
+            if _CONSTANT_STORE.fullmatch(text):
+                stores.append(at)
+            text = text[target.end():]
+        read.update(_REGISTER_NAME.findall(text))
+    for at in stores:
+        line = lines[at]
+        text = line.lstrip()
+        if _ASSIGNED.match(text).group(1) not in read:
+            lines[at] = line[:len(line) - len(text)] + "pass"
 
 
 # How many generated lines back a constant store is still looked at (keeps
