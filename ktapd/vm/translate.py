@@ -103,8 +103,8 @@ def translate_program(program: Program, *, string_bytes: int, table_entries: int
     settings = (string_bytes, table_entries, call_depth)
     for index, function in enumerate(program.functions):
         _FunctionTranslator(src, program, index, function, *settings, use_compact).run()
-    settings += (handler_steps,)
-    _dispatch(src, program, settings, () if use_compact else registered_functions(program))
+    _dispatch(src, program, settings, handler_steps,
+              () if use_compact else registered_functions(program))
     return src
 
 
@@ -115,7 +115,8 @@ NO_ORIGIN = (-1, 0)
 MAX_INLINE_HANDLERS = 8
 
 
-def _dispatch(src: Source, program: Program, settings: tuple, handlers) -> None:
+def _dispatch(src: Source, program: Program, settings: tuple, handler_steps: int | None,
+              handlers) -> None:
     """Emit run_handler: inline bodies for ``handlers``, then the generic call."""
     def add(depth: int, text: str) -> None:
         src.add(depth, text, NO_ORIGIN)
@@ -128,8 +129,7 @@ def _dispatch(src: Source, program: Program, settings: tuple, handlers) -> None:
         add(2, "_n = _reg.inline")
     for slot, index in enumerate(handlers[:MAX_INLINE_HANDLERS], start=1):
         add(2, f"if _n == {slot}:")
-        *limits, handler_steps = settings
-        body = _FunctionTranslator(src, program, index, program.functions[index], *limits,
+        body = _FunctionTranslator(src, program, index, program.functions[index], *settings,
                                    False, entry=True, handler_steps=handler_steps)
         body.run()
         src.inline.append((index, body.cell_names))

@@ -180,3 +180,18 @@ def test_a_handler_whose_first_act_is_a_call_is_charged_exactly(steps, ok):
     assert run.text() == ("2\n" if ok else "")
     if not ok:
         assert run.errors()[0].message == "loop execute count exceed max limit"
+
+
+def test_deepest_nesting_allowed_runs_as_an_inline_handler(translation_mode):
+    # run_handler's try and slot test add one block and one indent level
+    # around the body: the format limits still fit CPython's.
+    from protocol import limits as L
+    loops, ifs = L.MAX_LOOP_DEPTH, L.MAX_BLOCK_DEPTH - L.MAX_LOOP_DEPTH
+    code = [("LOADBOOL", 1, 1)] + [("LOOP",)] * loops + [("IF", 1)] * ifs
+    code += [("NEWTABLE", 4), ("LOADK", 3, K(1)), ("ADDTABLE", 4, 3, 3),
+             ("CALLB", 5, "print", 3, 1), ("BREAK",)]
+    code += [("END",)] * ifs + [("END",), ("BREAK",)] * (loops - 1) + [("END",), ("RETURN0",)]
+    main = main_fn([("CLOSURE", 1, 1), ("REGISTER", 0, 1), ("RETURN0",)])
+    run = start(prog(main, fn(code, name="deep"), probes=[TRACE]))
+    assert run.ok and bool(run.machine.registrations[0].inline) == (translation_mode == "inline")
+    assert run.fire(EVENT) and run.text() == "1\n"
