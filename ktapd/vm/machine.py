@@ -407,8 +407,11 @@ class Machine:
     def _flush(self) -> None:
         text = "".join(self._out)
         self._out.clear()
-        event = self.event()
-        stamp = event.time_ns if self.timestamps and event is not None else 0
+        stamp = 0
+        if self.timestamps:
+            event = self.event()
+            if event is not None:
+                stamp = event.time_ns
         self._emit(Text(text=text, time_ns=stamp))
 
     def _register(self, index: int, handler: object) -> None:
