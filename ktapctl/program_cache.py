@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import os
 import stat
-import tempfile
 
 DISABLE_ENV = "KTAP_COMPILE_CACHE"  # "0": never read or write the cache
 MAX_ENTRIES = 512  # past this many programs, the older half is removed
@@ -143,6 +142,8 @@ def store(source: str, name: str, program) -> None:
     directory = cache_dir()
     if directory is None:
         return
+    import tempfile  # only on a miss: its import costs more than a hit
+
     from protocol.bytecode.encoding import encode
 
     path = os.path.join(directory, key(source, name) + SUFFIX)
