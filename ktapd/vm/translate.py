@@ -52,6 +52,7 @@ probes, trio or ktapctl.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from ktapd.vm import compact
 from protocol import limits as L
@@ -113,6 +114,12 @@ NO_ORIGIN = (-1, 0)
 # Inline bodies are picked by a chain of tests; past this many handlers the
 # rest run through the generic call (a test costs about what the call saves).
 MAX_INLINE_HANDLERS = 8
+# An inline copy is compiled twice (as itself and inline), which is load
+# time; the frame it saves matters less the longer the handler runs.  So
+# only handlers up to this many instructions, and this many in all, are
+# copied (a typical script's handlers are a few dozen).
+MAX_INLINE_SIZE = 256
+MAX_INLINE_TOTAL = 512
 
 
 def _dispatch(src: Source, program: Program, settings: tuple, handler_steps: int | None,
@@ -125,9 +132,15 @@ def _dispatch(src: Source, program: Program, settings: tuple, handler_steps: int
     add(1, "if H:")
     add(2, "return not M.failed")
     add(1, "try:")
-    if handlers:
+    chosen, total = [], 0
+    for index in handlers:
+        size = len(program.functions[index].code)
+        if size <= MAX_INLINE_SIZE and total + size <= MAX_INLINE_TOTAL:
+            chosen.append(index)
+            total += size
+    if chosen:
         add(2, "_n = _reg.inline")
-    for slot, index in enumerate(handlers[:MAX_INLINE_HANDLERS], start=1):
+    for slot, index in enumerate(chosen[:MAX_INLINE_HANDLERS], start=1):
         add(2, f"if _n == {slot}:")
         body = _FunctionTranslator(src, program, index, program.functions[index], *settings,
                                    False, entry=True, handler_steps=handler_steps)
@@ -252,12 +265,12 @@ class _FunctionTranslator:
             if len(lines) - at > _DEAD_STORE_WINDOW:
                 continue
             name = f"r{reg}"
-            used = re.compile(rf"\b{name}\b")
+            number = name[1:]
             for line in lines[at + 1:]:
                 text = line.lstrip()
                 if text.startswith(name + " = "):
                     text = text[len(name) + 3:]
-                if used.search(text):
+                if name in text and number in register_mentions(text):
                     break
             else:
                 lines[at] = lines[at][:len(lines[at]) - len(lines[at].lstrip())] + "pass"
@@ -965,9 +978,20 @@ def _register(t, p, r):
     t.emit(f"_register({int(p)}, r{r})")
 
 
-_REGISTER_NAME = re.compile(r"\br([0-9]+)\b")
-_ASSIGNED = re.compile(r"r([0-9]+) = ")
-_CONSTANT_STORE = re.compile(r"r([0-9]+) = \(?-?[0-9]+\)?")
+# Registers are ``rN``; the only other generated names that contain ``rN``
+# are the leaf loops' ``_rN``, set aside first.  (A name like ``xr1`` would
+# count as a mention of r1: too many mentions only keep a store.)  A plain
+# literal-led pattern: several times faster than \b...\b on long text.
+_REGISTER_NAME = re.compile(r"r([0-9]+)")
+
+
+def register_mentions(text: str) -> list[str]:
+    """The numbers of the registers ``text`` names."""
+    return _REGISTER_NAME.findall(text.replace("_r", "_."))
+_CONSTANT_LINE = re.compile(r"( *)r([0-9]+) = \(?-?[0-9]+\)?\Z")
+
+
+_TARGETS = re.compile(r"^ *r([0-9]+) = ", re.MULTILINE)
 
 
 def drop_unread_constants(lines: list[str], first: int) -> None:
@@ -976,21 +1000,15 @@ def drop_unread_constants(lines: list[str], first: int) -> None:
     integer literal into it does nothing; such stores become ``pass``.
     (Each inline handler body in run_handler counts as a function: every
     body sets up the registers it reads.)"""
-    read: set[str] = set()
-    stores: list[int] = []
+    text = "\n".join(lines[first:])
+    # Every mention of a register, less its mentions as an assignment's
+    # target at the start of a line, is a read.
+    reads = Counter(register_mentions(text))
+    reads.subtract(_TARGETS.findall(text))
     for at in range(first, len(lines)):
-        text = lines[at].lstrip()
-        target = _ASSIGNED.match(text)
-        if target is not None:
-            if _CONSTANT_STORE.fullmatch(text):
-                stores.append(at)
-            text = text[target.end():]
-        read.update(_REGISTER_NAME.findall(text))
-    for at in stores:
-        line = lines[at]
-        text = line.lstrip()
-        if _ASSIGNED.match(text).group(1) not in read:
-            lines[at] = line[:len(line) - len(text)] + "pass"
+        store = _CONSTANT_LINE.match(lines[at])
+        if store is not None and reads[store.group(2)] <= 0:
+            lines[at] = store.group(1) + "pass"
 
 
 # How many generated lines back a constant store is still looked at (keeps
