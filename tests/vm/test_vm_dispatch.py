@@ -195,3 +195,14 @@ def test_deepest_nesting_allowed_runs_as_an_inline_handler(translation_mode):
     run = start(prog(main, fn(code, name="deep"), probes=[TRACE]))
     assert run.ok and bool(run.machine.registrations[0].inline) == (translation_mode == "inline")
     assert run.fire(EVENT) and run.text() == "1\n"
+
+
+def test_a_long_handler_is_called_not_copied(translation_mode):
+    lines = "\n".join(f"  n += {i}" for i in range(translate.MAX_INLINE_SIZE))
+    run = script(f"var n = 0\ntrace syscalls:sys_enter_openat {{\n{lines}\n print(n) }}\n"
+                 "trace syscalls:sys_enter_openat { print(pid) }")
+    long_one, short_one = run.machine.registrations
+    assert long_one.inline == 0
+    assert bool(short_one.inline) == (translation_mode == "inline")
+    assert run.machine.run_handler(long_one, EVENT) and run.machine.run_handler(short_one, EVENT)
+    assert run.text() == f"{sum(range(translate.MAX_INLINE_SIZE))}\n42\n"
