@@ -15,7 +15,6 @@ probe is; it only translates between Python values and the kernel's ABI.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
@@ -137,7 +136,10 @@ MMAP_DATA_OFFSET = 1040
 MMAP_DATA_SIZE = 1048
 
 # --- raw calls ---------------------------------------------------------------------
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library is already mapped into the interpreter: CDLL(None) finds its
+# symbols without ctypes.util.find_library, which runs `ldconfig -p` (a
+# process start in every worker).
+_libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _ioctl = _libc.ioctl
