@@ -253,9 +253,11 @@ _FAST_HEAD = struct.Struct("<IHHQ")  # what the drain loop itself reads: header,
 # mmap()ed memory every time (glibc's threshold is 128 KiB) and their page
 # faults cost more than the copy.  A record may be up to 64 KiB.
 _CHUNK = 64 * 1024
-# Distinct (header, identifier) keys remembered per record size: a few per
-# event (the header's misc bits vary); the bound only guards against junk.
-_MAX_RUN_KEYS = 1024
+# record size -> iter_unpack of each record's first 16 bytes (header, identifier)
+_RUN_UNPACKERS: dict = {}
+# Distinct (header, identifier) keys remembered: a few per event (the
+# header's misc bits vary); the bound only guards against junk.
+_MAX_FAST_KEYS = 1024
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LOST = struct.Struct("<QQ")
@@ -300,9 +302,9 @@ class RingSet:
         self.targets_by_desc = [Target(d, self.tasks) for d in opened.descs]
         self.targets: dict[int, Target] = {}  # sample identifier -> target
         self.fast_targets: dict[int, Target] = {}  # the ones the drain's fast path takes
-        # record size -> (iter_unpack of each record's first 16 bytes,
-        # {those 16 bytes (header, identifier): target}): see _drain_ring
-        self._runs: dict[int, tuple] = {}
+        # a fast sample's first 16 bytes (header, identifier) -> (target,
+        # record size): see _drain_ring
+        self._fast_keys: dict[bytes, tuple[Target, int]] = {}
         self.rings: list[Ring] = []
         self.lost = 0  # samples the kernel reported lost so far (PERF_RECORD_LOST)
         self.delivered = 0
@@ -372,7 +374,8 @@ class RingSet:
         self.opened.disable()
 
     def drain(self, handler) -> int:
-        """Deliver every waiting sample (and due tick) to ``handler``; returns how many."""
+        """Deliver every sample waiting when called (and every due tick) to
+        ``handler``; returns how many."""
         n = 0
         for ring in self.rings:
             n += self._drain_ring(ring, handler)
@@ -401,66 +404,69 @@ class RingSet:
         # The hot loop.  What lies between tail and head is copied out in
         # slices of up to _CHUNK bytes; events point into those copies, so
         # the kernel may reuse the ring as soon as the tail moves and no
-        # per-event copy is needed.  Tracepoint samples come in runs of
-        # same-sized records: one iter_unpack walks a run and yields each
-        # record's first 16 bytes (header and identifier) as one bytes
-        # key, which names the target (RingSet._runs; the key holds the
-        # size, so a record of another size ends the run).  Per sample the
-        # loop then does one compare and builds a three-reference Event;
-        # the key is looked up only when it changes.  Anything else (call
-        # chains, timers, side-band records) takes _slow_record, and so
-        # does a record wrapping around the end.  A record counts as
-        # consumed before its handler runs, so a handler that raises loses
-        # its own event, never replays earlier ones.
+        # per-event copy is needed.  A tracepoint sample is known by its
+        # first 16 bytes (header and identifier: ``_fast_keys``), which
+        # give its target and size at once.  Samples mostly come in runs
+        # of the same key: then one iter_unpack walks the run, and per
+        # sample the loop does one compare and builds a three-reference
+        # Event.  A lone sample (events of different sizes interleaved)
+        # costs a dict lookup more.  Anything else (call chains, timers,
+        # side-band records, a sample whose key is new) takes
+        # _slow_record, and so does a record wrapping around the end.  A
+        # record counts as consumed before its handler runs, so a handler
+        # that raises loses its own event, never replays earlier ones.
         mm, size, mask, base = ring.mm, ring.size, ring.size - 1, _PAGE
-        fast_targets = self.fast_targets
-        fast_unpack = _FAST_HEAD.unpack_from
-        runs = self._runs
+        keys = self._fast_keys
+        lookup = keys.get
+        runs = _RUN_UNPACKERS
         event_cls = Event
         fast_size = _FAST_SIZE
         n = counted = pos = 0
         tail = chunk_tail = ring.tail
         try:
-            while True:
-                head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
-                if head <= tail:  # (never below, unless the control page is clobbered)
-                    break
+            head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
+            # Everything up to this head is drained; after that, go on only
+            # while a whole chunk has come in meanwhile.  Chasing the head
+            # record by record while events stream in made chunks of a few
+            # records, whose fixed costs doubled the CPU per event (measured:
+            # 6 records a chunk at 1M events/s); what is left waits for the
+            # next drain (RingSet.wait_limit bounds that wait).
+            while head > tail:  # (never below, unless the control page is clobbered)
                 while tail < head:
                     off = tail & mask
                     span = min(head - tail, size - off, _CHUNK)
                     chunk = mm[base + off:base + off + span]
-                    view = memoryview(chunk)
                     chunk_tail, pos = tail, 0
                     fast_end = span - fast_size
                     while pos < span:
                         if pos <= fast_end:
-                            rtype, _misc, rsize, ident = fast_unpack(chunk, pos)
-                            if (rtype == _SAMPLE and fast_size <= rsize <= span - pos
-                                    and ident in fast_targets):
-                                run = runs.get(rsize)
-                                if run is None:
-                                    run = runs[rsize] = (struct.Struct(
-                                        f"<16s{rsize - 16}x").iter_unpack, {})
-                                unpack_run, keys = run
-                                key = bytes(view[pos:pos + 16])
-                                if key not in keys:
-                                    if len(keys) >= _MAX_RUN_KEYS:
-                                        keys.clear()
-                                    keys[key] = fast_targets[ident]
-                                lookup = keys.get
-                                last = target = None
-                                # ``start``: where the current record's raw data
-                                # begins; consumed = everything before it.
+                            key = chunk[pos:pos + 16]
+                            known = lookup(key)
+                            if known is not None and pos + known[1] <= span:
+                                target, rsize = known
+                                if not chunk.startswith(key, pos + rsize):
+                                    # A lone sample: the next record differs.
+                                    ev = event_cls()
+                                    ev.target = target
+                                    ev.raw = chunk
+                                    ev.start = pos + fast_size
+                                    pos += rsize
+                                    counted += 1
+                                    handler(ev)
+                                    continue
+                                # A run: ``start`` is where the current record's
+                                # raw data begins; all before it is consumed.
                                 start = pos + fast_size - rsize
+                                last = key
                                 try:
-                                    for (key,) in unpack_run(
-                                            view[pos:pos + (span - pos) // rsize * rsize]):
+                                    for (key,) in runs[rsize](
+                                            memoryview(chunk)[pos:pos + (span - pos) // rsize * rsize]):
                                         start += rsize
-                                        if key != last:
-                                            target = lookup(key)
-                                            if target is None:
+                                        if key != last:  # another event or misc: still this size?
+                                            known = lookup(key)
+                                            if known is None or known[1] != rsize:
                                                 break
-                                            last = key
+                                            target, last = known[0], key
                                         # (no __init__: cheaper than Event(...), measured)
                                         ev = event_cls()
                                         ev.target = target
@@ -477,14 +483,18 @@ class RingSet:
                                     pos = start - fast_size
                                 continue
                         rsize = _HEADER.unpack_from(chunk, pos)[2]
+                        if rsize < _HEADER.size:  # never from the kernel: skip, do not spin
+                            rsize = span - pos
                         if pos + rsize > span:
                             break  # runs past the chunk: the next chunk starts with it
+                        if pos <= fast_end and self._learn_key(chunk, pos, rsize):
+                            continue  # a first sample of its kind: now the fast path takes it
                         pos += rsize
                         n += self._slow_record(chunk, pos - rsize, rsize, handler)
                     tail = chunk_tail + pos
                     if pos == 0:  # a first record that does not fit: it wraps around
                         # the ring's end (or is larger than a chunk): copy it alone
-                        rsize = _HEADER.unpack_from(mm, base + off)[2]
+                        rsize = max(_HEADER.unpack_from(mm, base + off)[2], _HEADER.size)
                         if off + rsize <= size:
                             record = mm[base + off:base + off + rsize]
                         else:
@@ -494,12 +504,33 @@ class RingSet:
                     chunk_tail, pos = tail, 0
                 # Done with everything up to head: give the space back to the kernel.
                 _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
+                head = _U64.unpack_from(mm, abi.MMAP_DATA_HEAD)[0]
+                if head - tail < _CHUNK:
+                    break
         finally:
             tail = max(tail, chunk_tail + pos)  # a handler raised: keep what was consumed
             _U64.pack_into(mm, abi.MMAP_DATA_TAIL, tail)
             ring.tail = tail
             self.counted_seen += counted
         return n + counted
+
+    def _learn_key(self, chunk: bytes, pos: int, rsize: int) -> bool:
+        """If the record at ``chunk[pos]`` is a sample the fast path can take
+        but its key is new, remember the key (and an unpacker for runs of
+        its size); True if so."""
+        rtype, _misc, _size, ident = _FAST_HEAD.unpack_from(chunk, pos)
+        target = self.fast_targets.get(ident)
+        if rtype != _SAMPLE or target is None or rsize < _FAST_SIZE:
+            return False
+        key = chunk[pos:pos + 16]
+        if key in self._fast_keys:
+            return False
+        if len(self._fast_keys) >= _MAX_FAST_KEYS:
+            self._fast_keys.clear()
+        self._fast_keys[key] = (target, rsize)
+        if rsize not in _RUN_UNPACKERS:
+            _RUN_UNPACKERS[rsize] = struct.Struct(f"<16s{rsize - 16}x").iter_unpack
+        return True
 
     def _slow_record(self, buf, pos: int, rsize: int, handler) -> int:
         """Handle one record at ``buf[pos:pos + rsize]`` that the fast path did

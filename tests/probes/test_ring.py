@@ -47,7 +47,7 @@ def _record(rtype: int, body: bytes) -> bytes:
 class FakeRing(Ring):
     def __init__(self, pages: int, start: int):
         self.fd = -1
-        self.mm = bytearray((1 + pages) * PAGE)
+        self.mm = mmap.mmap(-1, (1 + pages) * PAGE)  # slices are bytes, as from a perf mmap
         self.size = pages * PAGE
         self.tail = start
         self.head = start
@@ -71,7 +71,7 @@ def _ringset(ring: FakeRing, descs: list[EventDesc], ids: list[int]) -> RingSet:
     rs.targets_by_desc = [Target(d, rs.tasks) for d in descs]
     rs.targets = dict(zip(ids, rs.targets_by_desc, strict=True))
     rs.fast_targets = {i: t for i, t in rs.targets.items() if t.fast}
-    rs._runs = {}
+    rs._fast_keys = {}
     rs.rings = [ring]
     rs.timers = []
     rs.lost = rs.delivered = rs.counted_seen = 0
