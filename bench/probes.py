@@ -1,32 +1,47 @@
-"""Probe-layer throughput: the highest paced event rate drained with zero loss.
+"""Probe-layer throughput: lossless event rate and consumer CPU per event.
 
 For the same paced getppid workload (a small C program compiled here:
 ``workload getppid N RATE``, spin-paced on the vDSO clock, as in
 reference/perf-anchors.md), two consumers read the same kind of rings
-(system-wide ``syscalls:sys_enter_getppid``, one ring per CPU, epoll-style
-wake-ups as RingSet.poll does them, 4 MiB rings: see PAGES),
-interleaved rate by rate in one run, consumer pinned to CPU 0 and the
-workload to CPU 1:
+(system-wide ``syscalls:sys_enter_getppid``, one ring per CPU, wake-ups as
+RingSet.poll does them, 4 MiB rings: see PAGES), the consumer pinned to
+CPU 0 and the workload to CPU 1:
 
-  (a) baseline: a minimal drain loop over the mmapped rings, one header
-      unpack and one dict increment per record, no decoding;
+  (a) baseline: the anchor's minimal drain loop over the mmapped rings,
+      one header unpack and one dict increment per record, no decoding;
   (b) probes: ``RingSet.drain`` delivering decoded ``Event`` objects to a
       no-op handler.
 
 Loss is exact for both: the kernel's hit count (read(2) on every event fd)
-minus the samples seen.  A rate "passes" when every repetition at that
-repetitions at that rate lost nothing (other jobs share this VM's two
-vCPUs and stall the consumer now and then).  Prints a table, the ratio
-(b)/(a) of the highest passing rates (the target is >= 0.8), and the
-consumer CPU per event of each, which the noise hardly moves.
+minus the samples seen.  A run is lossless only when that is 0.
 
-Needs root.  Runtime is about a minute: ``python bench/probes.py``
-(``--quick`` for fewer rates, ``--seconds`` per run).
+Method, because this VM is shared and noisy (vCPU stalls; other jobs slow
+the workload down).  The run is made of sweeps; a sweep goes up the rates
+and at each rate runs (a) and (b) back to back, alternating which goes
+first.  The workload may fall behind the asked
+rate when it shares its CPU, so the table shows the rate it achieved (N
+over its own elapsed time), and an asked rate counts as tested in a sweep
+only if the workload achieved at least PACED of it in both consumers'
+runs.  Per sweep and consumer, the lossless rate is the highest tested
+rate with no loss in any run of that sweep at that rate or below (the
+strict rule, within one sweep).  The verdict is the median over sweeps of
+the paired ratio (b)/(a), printed with its range (target >= 0.8): one noisy
+sample spoils one sweep, not the verdict.  A sweep in which
+neither consumer lost anything is capped: the workload ran out before
+either consumer did (the ratio there is 1.00 by construction), and the
+summary says how many were.  CPU per event is each sweep's
+total consumer CPU (user + system, from the first drain to the last) over
+its events; its ratio (a)/(b) is the steadier reading.  Last, both loops
+drain one in-memory ring (no kernel, no scheduler): the hot path alone.
+
+Needs root and gcc.  About 80 s: ``python bench/probes.py`` (``--quick``,
+``--sweeps``, ``--seconds`` per run).
 """
 
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import pathlib
 import shutil
@@ -109,6 +124,10 @@ def baseline_drain(rs: RingSet, counts: dict) -> int:
 
 
 CONSUMER_CPU, WORKLOAD_CPU = 0, 1
+MODES = ("baseline", "probes")
+# The workload peaks near 1.1M calls/s on this VM (traced getppid plus the
+# pacing clock); the 2M step is the workload flat out.
+RATES = [250_000, 500_000, 750_000, 1_000_000, 1_250_000, 2_000_000]
 
 
 def _pin_workload() -> None:
@@ -132,9 +151,9 @@ def run_once(mode: str, workload: str, rate: int, seconds: float) -> dict:
             def drain():
                 return rs.drain(noop)
         rs.enable()
-        t0 = time.process_time()
         proc = subprocess.Popen([workload, "getppid", str(n), str(rate)], stdout=subprocess.PIPE,
                                 preexec_fn=_pin_workload)
+        t0 = time.process_time()  # after the fork: the draining, not the spawning
         while proc.poll() is None:
             rs.poll(0.05)
             seen += drain()
@@ -146,14 +165,93 @@ def run_once(mode: str, workload: str, rate: int, seconds: float) -> dict:
         elapsed = float(proc.stdout.read() or 0)
         rs.close()
     return {"mode": mode, "rate": rate, "n": n, "seen": seen, "lost": kernel - seen,
-            "workload_s": elapsed, "consumer_cpu_s": cpu}
+            "achieved": n / elapsed if elapsed > 0 else 0.0, "cpu_s": cpu}
+
+
+# A run tests its asked rate only if the workload came this close to it
+# (a workload sharing its CPU falls behind and offers less).
+PACED = 0.9
+
+
+def tested_rates(runs: dict[str, list[dict]]) -> set[int]:
+    """The asked rates of one sweep that the workload reached in both
+    consumers' runs: the two are compared on the same rates only."""
+    return {rate for rate in {r["rate"] for r in runs[MODES[0]]}
+            if all(r["achieved"] >= PACED * rate for m in MODES for r in runs[m]
+                   if r["rate"] == rate)}
+
+
+def lossless_rate(runs: list[dict], tested: set[int]) -> int:
+    """The highest tested rate with no loss in any run at that rate or below."""
+    best = 0
+    for run in sorted(runs, key=lambda r: (r["rate"], r["lost"] == 0)):
+        if run["lost"]:
+            break
+        if run["rate"] in tested:
+            best = run["rate"]
+    return best
+
+
+def in_memory_ns_per_event(rounds: int = 30, batch: int = 16_384) -> dict[str, float]:
+    """Median ns per event of both drain loops over one in-memory ring, laid
+    out as the kernel lays out a perf mmap, refilled before every drain."""
+    from ktapd.probes.events import EventDesc, Target, TaskCache
+    from ktapd.probes.formats import parse_format
+    from ktapd.probes.perf_event import OpenedEvents, Ring
+    layout = parse_format("name: sys_enter_getppid\nID: 1\nformat:\n"
+                          "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+                          "\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n", "syscalls")
+    desc = EventDesc(0, "tracepoint", "sys_enter_getppid", "syscalls:sys_enter_getppid", layout)
+    ident = 7
+    # A getppid sample as the kernel writes it: header, identifier, pid/tid,
+    # time, cpu/reserved, raw size, 12 raw bytes: 56 bytes.
+    record = struct.pack("<IHHQIIQIII12s", abi.PERF_RECORD_SAMPLE, 1, 56, ident, 1, 1, 0, 0,
+                         0, 12, b"\1" * 12)
+    assert len(record) == 56
+    size = 1 << (batch * len(record)).bit_length()  # a power of two that holds a batch
+    stream = record * (batch + 1)
+    ring = Ring.__new__(Ring)
+    ring.fd, ring.size, ring.tail = -1, size, 0
+    ring.mm = mmap.mmap(-1, mmap.PAGESIZE + size)
+    rs = RingSet.__new__(RingSet)
+    rs.opened, rs.tasks = OpenedEvents([], [], [desc]), TaskCache()
+    rs.targets_by_desc = [Target(desc, rs.tasks)]
+    rs.targets = {ident: rs.targets_by_desc[0]}
+    rs.fast_targets = dict(rs.targets)
+    rs.rings, rs.timers, rs._fast_keys, rs.exited = [ring], [], {}, set()
+    rs.lost = rs.delivered = rs.counted_seen = 0
+
+    def fill() -> None:  # the next batch of records after the tail, wrapping
+        start, length = ring.tail, batch * len(record)
+        data = stream[start % len(record):start % len(record) + length]
+        off = start & (size - 1)
+        first = min(length, size - off)
+        ring.mm[mmap.PAGESIZE + off:mmap.PAGESIZE + off + first] = data[:first]
+        ring.mm[mmap.PAGESIZE:mmap.PAGESIZE + length - first] = data[first:]
+        _U64.pack_into(ring.mm, abi.MMAP_DATA_HEAD, start + length)
+    drains = {"baseline": lambda: baseline_drain(rs, {}), "probes": lambda: rs.drain(lambda e: None)}
+    samples: dict[str, list[float]] = {m: [] for m in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            fill()
+            t0 = time.process_time_ns()
+            got = drains[mode]()
+            samples[mode].append((time.process_time_ns() - t0) / batch)
+            if got != batch:
+                raise RuntimeError(f"in-memory ring: {mode} drained {got} of {batch}")
+    return {m: statistics.median(v) for m, v in samples.items()}
+
+
+def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return (fmt.format(statistics.median(values)) + " (" + fmt.format(min(values)) + "-"
+            + fmt.format(max(values)) + ")")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.7, help="workload length per run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="fewer rates")
+    parser.add_argument("--seconds", type=float, default=0.6, help="workload length per run")
+    parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="3 sweeps of 3 rates")
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("gcc") is None:
         sys.exit("bench/probes.py needs root and gcc")
@@ -162,45 +260,54 @@ def main() -> None:
         # the scheduler sometimes stacks them and the run measures CFS
         # latency, not the drain loop (both modes get the same placement).
         os.sched_setaffinity(0, {CONSUMER_CPU})
-    rates = [250_000, 500_000, 750_000, 1_000_000, 1_125_000, 1_250_000, 1_375_000, 1_500_000,
-             1_750_000, 2_000_000]
+    rates, sweeps = RATES, args.sweeps
     if args.quick:
-        rates = [500_000, 1_000_000, 1_500_000, 2_000_000]
-    modes = ("baseline", "probes")
+        rates, sweeps = [500_000, 1_000_000, 2_000_000], 3
+    results: list[dict[str, list[dict]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         workload = build_workload(pathlib.Path(tmp))
-        ok: dict[str, list[bool]] = {m: [] for m in modes}
-        ns_per_event: dict[str, list[float]] = {m: [] for m in modes}
-        print(f"{'rate/s':>10} {'mode':>9} {'lost (per repeat)':>26} {'CPU ns/event':>13}")
-        for rate in rates:
-            runs: dict[str, list[dict]] = {m: [] for m in modes}
-            for _ in range(args.repeats):  # interleaved: a, b, a, b, ...
-                for mode in modes:
+        print(f"{'sweep':>5} {'asked/s':>9} | {'mode':>8} {'achieved/s':>10} {'lost':>7} "
+              f"{'CPU ns/ev':>9} | {'mode':>8} {'achieved/s':>10} {'lost':>7} {'CPU ns/ev':>9}")
+        for sweep in range(sweeps):
+            runs: dict[str, list[dict]] = {m: [] for m in MODES}
+            for rate in rates:
+                order = MODES if sweep % 2 == 0 else MODES[::-1]
+                for mode in order:
                     runs[mode].append(run_once(mode, workload, rate, args.seconds))
-            for mode in modes:
-                lost = [r["lost"] for r in runs[mode]]
-                cost = statistics.median(r["consumer_cpu_s"] / max(r["seen"], 1) * 1e9
-                                         for r in runs[mode])
-                ns_per_event[mode].append(cost)
-                # Other work shares this VM's two vCPUs and stalls the consumer
-                # now and then: a rate passes when most repeats lost nothing.
-                ok[mode].append(sum(x == 0 for x in lost) * 2 > len(lost))
-                print(f"{rate:>10} {mode:>9} {str(lost):>26} {cost:>13.0f}", flush=True)
-    strict, highest = {}, {}
-    for mode, flags in ok.items():
-        strict[mode] = 0  # passed at this rate and at every lower one
-        for rate, passed in zip(rates, flags, strict=True):
-            if not passed:
-                break
-            strict[mode] = rate
-        highest[mode] = max((r for r, p in zip(rates, flags, strict=True) if p), default=0)
-    for label, best in (("every rate up to", strict), ("highest passing", highest)):
-        a, b = best["baseline"], best["probes"]
-        print(f"lossless ({label}): baseline {a}/s, probe layer {b}/s"
-              + (f", ratio {b / a:.2f} (target >= 0.8)" if a else ""))
-    cost_a, cost_b = (statistics.median(ns_per_event[m]) for m in modes)
-    print(f"consumer CPU per event (median over rates; the steadiest number): baseline {cost_a:.0f} ns, probe layer "
-          f"{cost_b:.0f} ns, ratio {cost_a / cost_b:.2f}")
+                cells = [f"{m:>8} {runs[m][-1]['achieved']:>10.0f} {runs[m][-1]['lost']:>7} "
+                         f"{runs[m][-1]['cpu_s'] / max(runs[m][-1]['seen'], 1) * 1e9:>9.0f}"
+                         for m in MODES]
+                print(f"{sweep:>5} {rate:>9} | " + " | ".join(cells), flush=True)
+            results.append(runs)
+    memory = in_memory_ns_per_event()
+
+    best = {m: [lossless_rate(runs[m], tested_rates(runs)) for runs in results] for m in MODES}
+    # A sweep where neither reached even the lowest rate says nothing (left out).
+    ratios = [b / a if a else float("inf")
+              for a, b in zip(best["baseline"], best["probes"], strict=True) if a or b]
+    # Capped: neither consumer lost anything in the sweep, so the workload
+    # (the highest rate it could be paced at), not a consumer, set both.
+    capped = sum(all(r["lost"] == 0 for m in MODES for r in runs[m]) for runs in results)
+    top = max(r["achieved"] for runs in results for m in MODES for r in runs[m])
+    cost = {m: [sum(r["cpu_s"] for r in runs[m]) / max(sum(r["seen"] for r in runs[m]), 1) * 1e9
+                for runs in results] for m in MODES}
+    cpu_ratios = [a / b for a, b in zip(cost["baseline"], cost["probes"], strict=True)]
+    print(f"\nlossless rate per sweep (asked/s, >= {PACED:.0%} of it achieved in both runs, "
+          "no loss at or below it):")
+    for m in MODES:
+        print(f"  {m:>8}: " + ", ".join(f"{r:.0f}" for r in best[m]))
+    verdict = statistics.median(ratios) if ratios else 0.0
+    print(f"lossless-rate ratio probes/baseline, median (range) over {len(ratios)} sweeps: "
+          f"{_spread(ratios)}  target >= 0.8: {'met' if verdict >= 0.8 else 'NOT met'}"
+          + (f"\n  [{capped} of {len(results)} sweeps capped: neither consumer lost an event at "
+             f"any rate; the workload peaked at {top:.0f}/s, so there the ratio is 1.00 by "
+             "construction and the CPU per event below is the reading that tells them apart]"
+             if capped else ""))
+    print(f"consumer CPU ns/event, median (range) over sweeps: baseline "
+          f"{_spread(cost['baseline'], '{:.0f}')}, probe layer {_spread(cost['probes'], '{:.0f}')}; "
+          f"ratio baseline/probes {_spread(cpu_ratios)}")
+    print(f"in-memory ring (hot path alone), median ns/event: baseline {memory['baseline']:.0f}, "
+          f"probe layer {memory['probes']:.0f}; ratio {memory['baseline'] / memory['probes']:.2f}")
 
 
 if __name__ == "__main__":
