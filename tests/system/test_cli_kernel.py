@@ -36,31 +36,6 @@ def getppid_loop(times: int, pause: float = 0.0) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    reason = kernel_unavailable_reason()
-    if reason:
-        require_kernel(reason)
-    if not (ROOT / "ktapd" / "__main__.py").exists():
-        require_kernel("ktapd is not in this checkout yet")
-    sock = tmp_path_factory.mktemp("ktapd") / "ktapd.sock"
-    log = open(sock.parent / "ktapd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([*KTAPD, "--socket", str(sock)], cwd=ROOT, stdout=log, stderr=log)
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail(f"ktapd did not start:\n{(sock.parent / 'ktapd.log').read_text()}")
-        time.sleep(0.02)
-    yield str(sock)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
 def ktapctl(sock, *args, timeout=60, check_status=None):
     result = subprocess.run(
         [sys.executable, "-m", "ktapctl.cli", "--socket", sock, *args],

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from kernel_support import kernel_unavailable_reason, require_kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -23,32 +20,6 @@ QUANT_HEADER = "           value  ------------- Distribution ------------- count
 # A print_hist row: a 31-column key (may be blank: a task without a
 # comm), " |", a 38-column bar, the count.
 HIST_ROW = re.compile(r"^.{31} \|[@ ]{38}\d+$")
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    reason = kernel_unavailable_reason()
-    if reason:
-        require_kernel(reason)
-    if not (ROOT / "ktapd" / "__main__.py").exists():
-        require_kernel("ktapd is not in this checkout yet")
-    sock = tmp_path_factory.mktemp("ktapd") / "ktapd.sock"
-    log_path = sock.parent / "ktapd.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ktapd", "--socket", str(sock)], cwd=ROOT, stdout=log, stderr=log
-        )
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"ktapd did not start:\n{log_path.read_text()}")
-        time.sleep(0.02)
-    yield str(sock)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def run_sample(sock, name, *args, timeout=60):
