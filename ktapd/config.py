@@ -13,6 +13,7 @@ never silently weakens the policy.  Example with every key and its default::
     max_sessions_per_user = 16         # running or uncollected sessions of one non-admin user
     worker_user = ""                   # "" = "ktapd-worker" if that user exists, else "nobody"
     spare_worker = true                # keep one worker started ahead of need (faster session start)
+    worker_memory_bytes = 2147483648   # address-space cap of each session worker (0: none)
 
     [limits]                           # RuntimeLimits defaults for every session
     string_bytes = 511
@@ -51,6 +52,8 @@ class Config:
     max_sessions_per_user: int = 16
     worker_user: str = ""
     spare_worker: bool = True
+    # Step budgets bound time, not memory: a script may fill many tables.
+    worker_memory_bytes: int = 2 * 1024 * 1024 * 1024
     limits: RuntimeLimits = field(default_factory=RuntimeLimits)
 
     def worker_account(self) -> tuple[int, int, str]:
@@ -75,6 +78,7 @@ _KEYS = {
     "max_sessions_per_user": (int, int),
     "worker_user": (str, str),
     "spare_worker": (bool, bool),
+    "worker_memory_bytes": (int, int),
 }
 _LIMIT_FIELDS = {f.name for f in dataclasses.fields(RuntimeLimits)}
 

@@ -703,6 +703,7 @@ class _Worker:
                 "print_timestamp": run.print_timestamp,
                 "dry_run": run.dry_run,
                 "verbose": run.verbose,
+                "memory_bytes": s.config.worker_memory_bytes,
             }
         )
 

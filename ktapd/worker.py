@@ -20,7 +20,8 @@ collected in arrival order.
 
 daemon -> worker:
   start   program (bytes), argv [str], limits {name: int}, admin bool,
-          uid, gid (to drop to), print_timestamp, dry_run, verbose (bool)
+          uid, gid (to drop to), print_timestamp, dry_run, verbose (bool),
+          memory_bytes (address-space cap, 0 for none)
   fds     n: the number of fds attached
   probes  opened: OpenedEvents.to_wire() of the fds sent so far
   refuse  (no fields) the probes could not be opened: the session fails
@@ -419,6 +420,16 @@ def read_string(fd: int, addr: int, limit: int) -> str | None:
     return read_c_string(lambda at, size: os.pread(fd, size, at), addr, limit)
 
 
+def limit_memory(max_bytes: int) -> None:
+    """Cap the worker's address space (0: no cap).
+
+    Step budgets bound a script's time, not its memory: within them it can
+    fill many tables.  Past the cap an allocation fails, the session ends
+    with an error, and the daemon and every other session go on."""
+    if max_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
 def drop_privileges(uid: int, gid: int) -> None:
     """Become ``uid``/``gid`` with no supplementary groups, for good."""
     if os.getuid() == 0 or os.geteuid() == 0:
@@ -486,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         if start["t"] != "start":
             raise WireError(f"expected start, got {start['t']}")
         drop_privileges(int(start["uid"]), int(start["gid"]))
+        limit_memory(int(start.get("memory_bytes", 0)))
         Worker(channel, start).run()
     except (WireError, BrokenPipeError, ConnectionResetError) as exc:
         print(f"ktapd worker {os.getpid()}: {exc}", file=sys.stderr)

@@ -413,3 +413,29 @@ async def test_exit_stops_the_session_and_trace_end_still_runs(ktapd):
     got = await c.until(Ended)
     assert text_of(got) == "main done\nend\n"
     assert got[-1] == Ended(got[-1].session, True, "exit")
+
+
+@pytest.mark.config(worker_memory_bytes=400 * 1024 * 1024)
+async def test_a_script_past_the_memory_cap_ends_only_its_session(ktapd):
+    hog = await ktapd.client()
+    await hog.send(
+        run_message(
+            "var all = {}\n"
+            "for (i = 1, 1000) {\n"
+            "    var t = table.new(0, 100000)\n"
+            "    for (j = 1, 100000) { t[j] = j }\n"
+            "    all[i] = t\n"
+            "}\n"
+            'print("not reached")',
+            limits={"main_steps": 1_000_000_000, "table_entries_max": 1_000_000},
+        )
+    )
+    with trio.fail_after(60):
+        got = await hog.until(Ended)
+    assert not got[-1].ok
+    errors = [r for r in records_of(got) if isinstance(r, records.Error)]
+    assert errors and "memory" in errors[0].message.lower(), got
+    assert "not reached" not in text_of(got)
+    bystander = await ktapd.client()
+    await bystander.send(run_message('print("still serving")'))
+    assert text_of(await bystander.until(Ended)) == "still serving\n"
