@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ktapctl.lang import CompileError, compile_source
+from ktapd.vm.context import FakeEvent
 from protocol.bytecode import decode, encode
 
 SCRIPTS = Path(__file__).with_name("scripts")
@@ -127,7 +128,7 @@ def run(spec: Spec, *, execute: bool = True) -> Outcome:
                     machine.run_handler(reg, None)
         else:
             for reg in handlers:
-                machine.run_handler(reg, FakeEvent.of(what))
+                machine.run_handler(reg, event_of(what))
     machine.run_end()
     joined = "".join(text)
     lines = joined.split("\n")
@@ -143,49 +144,24 @@ def _value(text: str):
     return int(text, 0) if re.fullmatch(r"-?(0x[0-9a-fA-F]+|[0-9]+)", text) else text
 
 
-@dataclass
-class FakeEvent:
-    """An event as ktapd.vm.context.EventContext describes it, from a script line."""
+_STRING_VARIABLES = {"execname", "argstr", "probename"}
 
-    probename: str = "fake_event"
-    pid: int = 1
-    tid: int = 1
-    cpu: int = 0
-    time_ns: int = 0
-    uid: int = 0
-    execname: str = "fake"
-    argstr: str = ""
-    args: dict = field(default_factory=dict)
-    fields: dict = field(default_factory=dict)
-    memory: dict = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, pairs: dict) -> FakeEvent:
-        event = cls()
-        for key, text in pairs.items():
-            if key in _VARIABLES:
-                setattr(event, key, _value(text) if key not in ("execname", "argstr",
-                                                                 "probename") else text)
-            elif re.fullmatch(r"arg[0-9]", key):
-                event.args[int(key[3])] = _value(text)
-            elif key.startswith("user."):
-                event.memory[int(key[5:], 0)] = text
-            else:
-                event.fields[key] = _value(text)
-        return event
-
-    def arg(self, n: int):
-        return self.args.get(n)
-
-    def field(self, name: str):
-        return self.fields[name]
-
-    def kernel_stack(self) -> list[str]:
-        return ["kfunc_inner+0x10/0x40", "kfunc_outer+0x22/0x80"]
-
-    def user_stack(self) -> list[str]:
-        return ["ufunc_inner+0x4", "main+0x10"]
-
-    def read_user_string(self, addr: int, limit: int):
-        text = self.memory.get(addr)
-        return None if text is None else text[:limit]
+def event_of(pairs: dict) -> FakeEvent:
+    """The VM's FakeEvent from a script's ``# event:`` line (``k=v`` pairs)."""
+    event = FakeEvent(
+        kstack=["kfunc_inner+0x10/0x40", "kfunc_outer+0x22/0x80"],
+        ustack=["ufunc_inner+0x4", "main+0x10"],
+    )
+    args: dict[int, object] = {}
+    for key, text in pairs.items():
+        if key in _VARIABLES:
+            setattr(event, key, text if key in _STRING_VARIABLES else _value(text))
+        elif re.fullmatch(r"arg[0-9]", key):
+            args[int(key[3])] = _value(text)
+        elif key.startswith("user."):
+            event.memory[int(key[5:], 0)] = text
+        else:
+            event.fields[key] = _value(text)
+    event.args = tuple(args.get(n) for n in range(max(args, default=-1) + 1))
+    return event
