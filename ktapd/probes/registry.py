@@ -97,19 +97,14 @@ def cleanup_stale(prefix: str = GROUP_PREFIX) -> list[str]:
     what was removed (``group/name``).  Call at daemon start."""
     tracefs.ensure_mounted()
     removed = []
-    for group, name in uprobe.list_defined(prefix):
-        try:
-            uprobe.remove(group, name)
-            removed.append(f"{group}/{name}")
-        except OSError:
-            pass
-    if kprobe.available():
-        for group, name in kprobe.list_defined(prefix):
+    kinds = (uprobe, kprobe) if kprobe.available() else (uprobe,)
+    for kind in kinds:
+        for group, name in kind.list_defined(prefix):
             try:
-                kprobe.remove(group, name)
+                kind.remove(group, name)
                 removed.append(f"{group}/{name}")
             except OSError:
-                pass
+                pass  # still in use (another daemon's live session): leave it
     return removed
 
 
